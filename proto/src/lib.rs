@@ -1,0 +1,18 @@
+//! skymap's wire format (`skymap.v1`) and the code every side shares about it.
+//!
+//! - `proto/skymap/v1/*.proto`: the source of truth for the wire.
+//! - [`v1`]: the generated prost messages and tonic clients/servers
+//!   (committed in `src/generated/`, checked by `tests/codegen.rs`).
+//! - [`names`]: words for the numbers (verdicts, protocols, rcodes, ...) and
+//!   [`names::sanitize`] for text that came from the network.
+
+pub mod names;
+
+/// Generated types for `skymap.v1`.
+#[allow(clippy::all, missing_docs, missing_debug_implementations, unused_qualifications)]
+pub mod v1 {
+    include!("generated/skymap.v1.rs");
+
+    /// Encoded `FileDescriptorSet` of every `skymap.v1` file, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/skymap_v1_descriptor.bin");
+}

@@ -1,0 +1,1 @@
+//! Colour themes (filled by the explorer issue).
