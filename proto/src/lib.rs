@@ -5,7 +5,13 @@
 //!   (committed in `src/generated/`, checked by `tests/codegen.rs`).
 //! - [`names`]: words for the numbers (verdicts, protocols, rcodes, ...) and
 //!   [`names::sanitize`] for text that came from the network.
+//! - [`jsonl`]: flows as JSON lines, Hubble's layout (`hubble observe -o json`)
+//!   plus skymap's own fields; reads both.
+//! - [`filter`]: flow filters in Hubble's vocabulary, shared by the relay,
+//!   `skymap observe` and the explorer's `/`.
 
+pub mod filter;
+pub mod jsonl;
 pub mod names;
 
 /// Generated types for `skymap.v1`.

@@ -1,1 +1,22 @@
-//! placeholder
+//! skymap-relay: merges every node's flow stream into a live service graph.
+//!
+//! - [`metadata`]: IP → pod/service/namespace/labels/workload, from a file in the
+//!   shape `kubectl get pods,services,namespaces -A -o json` prints.
+//! - [`dedup`]: decides which observation of a flow seen at both ends counts.
+//! - [`stats`]: the figures of one edge (counts, drops, statuses, latency, rates).
+//! - [`graph`]: the service graph (petgraph) at workload, pod and namespace zoom.
+//! - [`history`]: the bounded, compact ring of recent flows.
+//! - [`engine`]: the synchronous core that ties them together; no I/O, no async,
+//!   so `skymap graph --file` and the benchmark use it directly.
+//! - [`aggregator`]: the one task that owns an [`engine::Engine`] and talks to
+//!   ingest and client handlers over channels.
+//! - [`server`]: the gRPC services (ingest, observer, health, reflection).
+
+pub mod aggregator;
+pub mod dedup;
+pub mod engine;
+pub mod graph;
+pub mod history;
+pub mod metadata;
+pub mod server;
+pub mod stats;
