@@ -15,7 +15,12 @@ pub mod jsonl;
 pub mod names;
 
 /// Generated types for `skymap.v1`.
-#[allow(clippy::all, missing_docs, missing_debug_implementations, unused_qualifications)]
+#[allow(
+    clippy::all,
+    missing_docs,
+    missing_debug_implementations,
+    unused_qualifications
+)]
 pub mod v1 {
     include!("generated/skymap.v1.rs");
 

@@ -169,7 +169,9 @@ pub fn traffic_direction_name(direction: i32) -> &'static str {
 
 /// `REQUEST`, `RESPONSE`, `SAMPLE` or `L7_TYPE_UNKNOWN`.
 pub fn l7_type_name(kind: i32) -> &'static str {
-    L7Type::try_from(kind).unwrap_or(L7Type::Unknown).as_str_name()
+    L7Type::try_from(kind)
+        .unwrap_or(L7Type::Unknown)
+        .as_str_name()
 }
 
 /// Removes control characters and escape sequences from text that came from
