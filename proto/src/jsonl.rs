@@ -685,7 +685,7 @@ fn convert_flow(
             parse_ip("IP.source", ip.source.as_deref())?,
             parse_ip("IP.destination", ip.destination.as_deref())?,
         ),
-        None => (Vec::new(), Vec::new()),
+        None => (prost::bytes::Bytes::new(), prost::bytes::Bytes::new()),
     };
 
     let source = endpoint(
@@ -747,9 +747,9 @@ fn parse_time(text: &str) -> Result<i64, LineError> {
     i64::try_from(ns).map_err(|_| invalid())
 }
 
-fn parse_ip(field: &'static str, text: Option<&str>) -> Result<Vec<u8>, LineError> {
+fn parse_ip(field: &'static str, text: Option<&str>) -> Result<prost::bytes::Bytes, LineError> {
     match text {
-        None | Some("") => Ok(Vec::new()),
+        None | Some("") => Ok(prost::bytes::Bytes::new()),
         Some(text) => {
             text.parse::<IpAddr>()
                 .map(ip_to_bytes)
@@ -819,7 +819,7 @@ fn convert_l4(l4: RL4, handshake_ns: u64) -> (Option<Layer4>, u32, u32) {
 }
 
 fn endpoint(
-    ip: Vec<u8>,
+    ip: prost::bytes::Bytes,
     port: u32,
     ep: Option<REndpoint>,
     service: Option<RService>,
@@ -1429,7 +1429,7 @@ mod tests {
         "/../tests/fixtures/hubble.jsonl"
     );
 
-    fn ip(text: &str) -> Vec<u8> {
+    fn ip(text: &str) -> prost::bytes::Bytes {
         ip_to_bytes(text.parse().expect("test address"))
     }
 

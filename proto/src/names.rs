@@ -23,10 +23,10 @@ pub fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
 }
 
 /// The bytes for an address: 4 for IPv4, 16 for IPv6.
-pub fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
+pub fn ip_to_bytes(ip: IpAddr) -> prost::bytes::Bytes {
     match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
+        IpAddr::V4(v4) => prost::bytes::Bytes::copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => prost::bytes::Bytes::copy_from_slice(&v6.octets()),
     }
 }
 

@@ -34,6 +34,9 @@ fn generate(out: &Path) {
         .build_client(true)
         .build_server(true)
         .emit_rerun_if_changed(false)
+        // Addresses are sliced out of the received buffer instead of copied
+        // into a Vec per endpoint: two allocations fewer per flow on ingest.
+        .bytes(".skymap.v1.Endpoint.ip")
         .compile_fds(fds)
         .expect("code generation succeeds");
 }

@@ -23,7 +23,10 @@
 // forwards to the system allocator. Nothing else here uses unsafe code.
 #![allow(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+/// The relay binary's allocator, so the figures are the binary's.
+use mimalloc::MiMalloc as System;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
@@ -51,7 +54,7 @@ fn count(delta: isize) {
     }
 }
 
-// SAFETY: every method forwards to `System` with the caller's arguments and
+// SAFETY: every method forwards to mimalloc (`System` here) with the caller's arguments and
 // only adds bookkeeping on the side.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -198,7 +201,7 @@ fn edges() -> Vec<(usize, usize, u32, Kind)> {
 
 fn endpoint(ip: [u8; 4], port: u32) -> Option<Endpoint> {
     Some(Endpoint {
-        ip: ip.to_vec(),
+        ip: prost::bytes::Bytes::copy_from_slice(&ip),
         port,
         ..Endpoint::default()
     })
@@ -350,7 +353,7 @@ fn make_flow(rng: &mut Rng, edges: &[(usize, usize, u32, Kind)], time_ns: i64) -
 }
 
 /// `BATCHES` encoded batches, round-robin over the nodes.
-fn encoded_batches() -> Vec<Vec<u8>> {
+fn encoded_batches() -> Vec<prost::bytes::Bytes> {
     let edges = edges();
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     (0..BATCHES)
@@ -371,12 +374,15 @@ fn encoded_batches() -> Vec<Vec<u8>> {
                 losses: Vec::new(),
             }
             .encode_to_vec()
+            .into()
         })
         .collect()
 }
 
-fn decode(bytes: &[u8]) -> FlowBatch {
-    match FlowBatch::decode(bytes) {
+/// Decodes from a `Bytes` buffer as tonic does, so addresses are slices of
+/// it rather than copies.
+fn decode(bytes: &prost::bytes::Bytes) -> FlowBatch {
+    match FlowBatch::decode(bytes.clone()) {
         Ok(batch) => batch,
         Err(error) => panic!("bench batch does not decode: {error}"),
     }
@@ -399,7 +405,7 @@ struct Timings {
 
 /// Feeds `rounds` × `BATCHES` batches; ticks the clock once per simulated
 /// second, as the aggregator does (untimed, like its deltas).
-fn run(engine: &mut Engine, batches: &[Vec<u8>], rounds: usize) -> Timings {
+fn run(engine: &mut Engine, batches: &[prost::bytes::Bytes], rounds: usize) -> Timings {
     let mut timings = Timings {
         flows: 0,
         decode: Duration::ZERO,
@@ -434,7 +440,7 @@ fn per_second(flows: u64, elapsed: Duration) -> u64 {
 fn main() {
     let metadata = Arc::new(metadata());
     let batches = encoded_batches();
-    let encoded: usize = batches.iter().map(Vec::len).sum();
+    let encoded: usize = batches.iter().map(prost::bytes::Bytes::len).sum();
     println!(
         "input: {} flows in {} batches, {} bytes encoded ({} per flow), {} pods, {} edges planned",
         BATCHES * BATCH,

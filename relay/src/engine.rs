@@ -26,7 +26,7 @@ use skymap_proto::v1::{
 
 use crate::dedup::{Decision, IpKey, LocalIps, decide};
 use crate::graph::{EdgeIx, Graph, NodeIx};
-use crate::history::{CompactFlow, History, Interner};
+use crate::history::{CompactFlow, History, Interner, strip};
 use crate::metadata::{EndpointInfo, EndpointKind, Metadata};
 use crate::stats::{
     BUCKET_NS, DropFact, FlowFacts, L7Fact, RATE_1M_BUCKETS, RATE_BUCKETS, RateBucket, RateRing,
@@ -940,14 +940,6 @@ fn is_bare(endpoint: &Endpoint) -> bool {
         && endpoint.reserved.is_empty()
 }
 
-fn strip(endpoint: &Endpoint) -> Endpoint {
-    Endpoint {
-        ip: Vec::new(),
-        port: 0,
-        ..endpoint.clone()
-    }
-}
-
 /// The fields metadata gives an endpoint (no address or port).
 fn template_from_info(info: &EndpointInfo) -> Endpoint {
     match info.kind {
@@ -1437,12 +1429,12 @@ mod tests {
             time_ns: T0,
             verdict: Verdict::Forwarded as i32,
             source: Some(Endpoint {
-                ip: src.to_vec(),
+                ip: src.to_vec().into(),
                 port: sport,
                 ..Endpoint::default()
             }),
             destination: Some(Endpoint {
-                ip: dst.to_vec(),
+                ip: dst.to_vec().into(),
                 port: dport,
                 ..Endpoint::default()
             }),
@@ -2133,7 +2125,10 @@ mod tests {
         assert_eq!(destination.pod_name, "cart-5c6b7d8f9-zzq2r");
         assert_eq!(destination.service, "cart");
         assert_eq!(destination.node_name, "node-b");
-        assert_eq!((destination.ip, destination.port), (CART.to_vec(), 8080));
+        assert_eq!(
+            (destination.ip, destination.port),
+            (CART.to_vec().into(), 8080)
+        );
         assert_eq!(seen[1].node_name, "node-a", "the batch names the node");
 
         // The history holds the same enriched flows.
@@ -2206,7 +2201,7 @@ mod tests {
         let mut bad = Vec::new();
         let mut f = good();
         if let Some(s) = f.source.as_mut() {
-            s.ip = vec![1, 2, 3, 4, 5];
+            s.ip = vec![1, 2, 3, 4, 5].into();
         }
         bad.push((f, "flow 0: source ip has 5 bytes"));
         let mut f = good();

@@ -258,9 +258,10 @@ fn small(value: i32) -> u8 {
     u8::try_from(value).unwrap_or(u8::MAX)
 }
 
-fn strip(endpoint: &Endpoint) -> Endpoint {
+/// An endpoint without its address and port: what flows to the same pod share.
+pub(crate) fn strip(endpoint: &Endpoint) -> Endpoint {
     Endpoint {
-        ip: Vec::new(),
+        ip: prost::bytes::Bytes::new(),
         port: 0,
         ..endpoint.clone()
     }
@@ -426,7 +427,7 @@ impl CompactFlow {
         let endpoint = |has: u8, template: &Option<Arc<Endpoint>>, ip: &IpKey, port: u16| {
             (self.bits & has != 0).then(|| {
                 let mut endpoint = template.as_deref().cloned().unwrap_or_default();
-                endpoint.ip = ip.as_bytes().to_vec();
+                endpoint.ip = prost::bytes::Bytes::copy_from_slice(ip.as_bytes());
                 endpoint.port = u32::from(port);
                 endpoint
             })
@@ -538,7 +539,7 @@ mod tests {
 
     fn full_flow() -> Flow {
         let endpoint = |ip: Vec<u8>, port: u32, pod: &str| Endpoint {
-            ip,
+            ip: ip.into(),
             port,
             namespace: "shop".into(),
             pod_name: pod.into(),

@@ -99,7 +99,7 @@ fn now_ns() -> i64 {
 
 fn endpoint(ip: [u8; 4], port: u32) -> Option<Endpoint> {
     Some(Endpoint {
-        ip: ip.to_vec(),
+        ip: ip.to_vec().into(),
         port,
         ..Default::default()
     })
@@ -649,7 +649,7 @@ async fn bad_input_is_refused_or_counted_never_fatal() {
     let mut node = FakeNode::connect(&relay.url, "node-bad").await;
     let mut odd_ip = dropped_dns(2);
     odd_ip.source = Some(Endpoint {
-        ip: vec![1, 2, 3],
+        ip: vec![1, 2, 3].into(),
         ..Default::default()
     });
     let mut odd_verdict = dropped_dns(3);

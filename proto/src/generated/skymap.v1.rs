@@ -10,8 +10,8 @@ pub struct Workload {
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Endpoint {
     /// 4 bytes for IPv4, 16 for IPv6. Empty when unknown.
-    #[prost(bytes = "vec", tag = "1")]
-    pub ip: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "bytes", tag = "1")]
+    pub ip: ::prost::bytes::Bytes,
     #[prost(uint32, tag = "2")]
     pub port: u32,
     #[prost(string, tag = "3")]

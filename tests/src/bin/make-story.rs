@@ -122,7 +122,7 @@ impl Rng {
 
 fn endpoint(pod: &Pod, port: u32) -> Endpoint {
     Endpoint {
-        ip: pod.ip.to_vec(),
+        ip: pod.ip.to_vec().into(),
         port,
         namespace: pod.namespace.to_string(),
         pod_name: pod.name.to_string(),
@@ -138,7 +138,7 @@ fn endpoint(pod: &Pod, port: u32) -> Endpoint {
 
 fn world(port: u32) -> Endpoint {
     Endpoint {
-        ip: WORLD_IP.to_vec(),
+        ip: WORLD_IP.to_vec().into(),
         port,
         reserved: "world".to_string(),
         ..Default::default()
