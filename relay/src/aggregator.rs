@@ -257,6 +257,8 @@ fn handle_command(
         }
         Command::GetStatus { reply } => {
             let mut status = engine.status();
+            // Live: "since" times are wall-clock, so the report's time is too.
+            status.time_ns = status.time_ns.max(now_ns());
             status.watchers = u32::try_from(watchers.len() + followers.len()).unwrap_or(u32::MAX);
             let _ = reply.send(status);
         }

@@ -49,6 +49,24 @@ enum Command {
     Graph(GraphArgs),
     /// Feed a recording into a relay at its original pace (or faster).
     Replay(ReplayArgs),
+    /// The relay's nodes (connected, unavailable), flow rates and losses.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// Relay address: http://HOST:PORT or HOST:PORT.
+    #[arg(long, env = "SKYMAP_RELAY", default_value = conn::DEFAULT_RELAY)]
+    relay: String,
+    /// Print the status as one JSON object.
+    #[arg(short, long, value_enum, default_value = "text")]
+    output: StatusOutput,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StatusOutput {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -190,5 +208,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Record(args) => cmd::observe::record(args).await,
         Command::Graph(args) => cmd::graph::run(args).await,
         Command::Replay(args) => cmd::replay::run(args).await,
+        Command::Status(args) => cmd::status::run(args).await,
     }
 }

@@ -283,5 +283,27 @@ async fn replay_into_a_relay_then_observe_and_graph_it() {
         .expect("dns edge");
     assert_eq!(dns["verdicts"]["DROPPED"], 360);
     assert_eq!(dns["dns_queries"], 720);
+
+    let status_url = url.clone();
+    let (out, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        run(skymap().args(["status", "-o", "json", "--relay", &status_url]))
+    })
+    .await
+    .expect("status ran");
+    assert!(out.status.success(), "{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(status["flows_total"], total);
+    let nodes = status["nodes"].as_array().expect("nodes");
+    let mut names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["node-1", "node-2"],
+        "one ingest stream per recorded node"
+    );
+    assert!(
+        nodes.iter().all(|n| n["state"] == "unavailable"),
+        "replay has ended: {nodes:?}"
+    );
     relay.shutdown().await.expect("shutdown");
 }

@@ -3,6 +3,7 @@
 pub mod graph;
 pub mod observe;
 pub mod replay;
+pub mod status;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
@@ -15,9 +16,11 @@ use skymap_proto::jsonl::{FlowReader, ReadReport};
 /// which is a normal way to stop.
 pub fn is_broken_pipe(error: &color_eyre::eyre::Report) -> bool {
     error.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+        let io_kind = cause.downcast_ref::<io::Error>().map(io::Error::kind);
+        let json_kind = cause
+            .downcast_ref::<serde_json::Error>()
+            .and_then(serde_json::Error::io_error_kind);
+        io_kind.or(json_kind) == Some(io::ErrorKind::BrokenPipe)
     })
 }
 

@@ -155,6 +155,11 @@ async fn stream_from_relay(
             _ = &mut interrupted => break,
         };
         match next {
+            None if query.follow => {
+                return Err(eyre!(
+                    "the relay closed the stream (did it stop?); run again to reconnect"
+                ));
+            }
             None => break,
             Some(Err(status)) => {
                 return Err(eyre!("relay stream ended: {}", status.message()));
