@@ -1,5 +1,5 @@
 //! The service graph as `skymap graph` prints it: one JSON document (schema in
-//! `GRAPH_JSON.md`), a Graphviz digraph, or a text list grouped by source.
+//! the README, "skymap graph -o json"), a Graphviz digraph, or a text list grouped by source.
 //!
 //! Nodes and edges are sorted by id so that the same graph always prints the
 //! same bytes. Dot and text pass names through
