@@ -89,9 +89,15 @@ async fn main() -> Result<()> {
         max_message_bytes: args.max_message_bytes,
         ..Default::default()
     };
-    let relay = server::start(&args.listen, config)
-        .await
-        .wrap_err("skymap-relay could not start")?;
+    let relay = match server::start(&args.listen, config).await {
+        Ok(relay) => relay,
+        Err(e) => {
+            // An expected failure (port taken, broken metadata file): one clear
+            // line, not a backtrace.
+            eprintln!("skymap-relay: {e}");
+            std::process::exit(1);
+        }
+    };
     tracing::info!("skymap-relay serving on {}", relay.addr);
     // Printed on stdout so scripts can wait for it.
     println!("listening on http://{}", relay.addr);
