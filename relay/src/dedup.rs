@@ -21,9 +21,11 @@ use skymap_proto::v1::ObservationPoint;
 pub enum Decision {
     /// Count it on its edge.
     Count,
-    /// Count it, and note that it was seen leaving the client while the
-    /// server's end is instrumented too.
+    /// Count it; it was seen at the client's end.
     CountSeenAtSource,
+    /// Count it; it was seen at the server's end, and the client's end does
+    /// not report.
+    CountSeenAtDestination,
     /// The client's end reported (or will report) this flow: only note that
     /// it arrived.
     SeenAtDestination,
@@ -34,7 +36,10 @@ pub enum Decision {
 
 impl Decision {
     pub fn counts(self) -> bool {
-        matches!(self, Decision::Count | Decision::CountSeenAtSource)
+        matches!(
+            self,
+            Decision::Count | Decision::CountSeenAtSource | Decision::CountSeenAtDestination
+        )
     }
 }
 
@@ -46,7 +51,8 @@ pub fn is_server_side(point: ObservationPoint, is_reply: bool) -> bool {
     )
 }
 
-/// Decides how a record counts. `client_covered` / `server_covered` say
+/// Decides how a record counts. `server_covered` is kept for symmetry and
+/// for the network/host points; the client's side counts either way. `client_covered` / `server_covered` say
 /// whether the client's and server's addresses are known to be local to a
 /// node that reports flows. The client is the source of a request and the
 /// destination of a reply.
@@ -67,17 +73,15 @@ pub fn decide(
         (FromEndpoint, false) | (ToEndpoint, true)
     );
     let server_side = is_server_side(point, is_reply);
+    // Which end saw a record is noted whatever the coverage, so the two
+    // tallies do not depend on the order in which probes connected.
     if client_side {
-        if server_covered {
-            Decision::CountSeenAtSource
-        } else {
-            Decision::Count
-        }
+        Decision::CountSeenAtSource
     } else if server_side {
         if client_covered {
             Decision::SeenAtDestination
         } else {
-            Decision::Count
+            Decision::CountSeenAtDestination
         }
     } else if client_covered || server_covered {
         Decision::Skip
@@ -218,17 +222,31 @@ mod tests {
     fn decision_table() {
         // (point, reply, dropped, client covered, server covered) -> decision
         let table = [
-            // Client side: always counted; notes the source when the server is covered.
-            (FromEndpoint, false, false, false, false, Count),
-            (FromEndpoint, false, false, true, false, Count),
+            // Client side: always counted, and noted as seen at the source.
+            (FromEndpoint, false, false, false, false, CountSeenAtSource),
+            (FromEndpoint, false, false, true, false, CountSeenAtSource),
             (FromEndpoint, false, false, true, true, CountSeenAtSource),
             (ToEndpoint, true, false, true, true, CountSeenAtSource),
-            (ToEndpoint, true, false, false, false, Count),
+            (ToEndpoint, true, false, false, false, CountSeenAtSource),
             // Server side: counted only when the client is not covered.
-            (ToEndpoint, false, false, false, true, Count),
+            (
+                ToEndpoint,
+                false,
+                false,
+                false,
+                true,
+                CountSeenAtDestination,
+            ),
             (ToEndpoint, false, false, true, true, SeenAtDestination),
             (FromEndpoint, true, false, true, false, SeenAtDestination),
-            (FromEndpoint, true, false, false, true, Count),
+            (
+                FromEndpoint,
+                true,
+                false,
+                false,
+                true,
+                CountSeenAtDestination,
+            ),
             // Other points: only when neither end is covered.
             (FromNetwork, false, false, false, false, Count),
             (ToNetwork, false, false, true, false, Skip),

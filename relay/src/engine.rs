@@ -618,8 +618,7 @@ impl Engine {
             }
         });
         let service = server.1.service.clone();
-        let hold =
-            decision == Decision::Count && !dropped && crate::dedup::is_server_side(point, reply);
+        let hold = decision == Decision::CountSeenAtDestination;
         let (client_ip, client_meta_node) = (client.0, client.1.meta_node);
         let facts = FlowFacts {
             time_ns: flow.time_ns,
@@ -903,6 +902,10 @@ fn apply(
         Decision::Count => edge.stats.add(facts, now_ns),
         Decision::CountSeenAtSource => {
             edge.stats.seen_at_source += 1;
+            edge.stats.add(facts, now_ns);
+        }
+        Decision::CountSeenAtDestination => {
+            edge.stats.seen_at_destination += 1;
             edge.stats.add(facts, now_ns);
         }
         Decision::SeenAtDestination => edge.stats.seen_at_destination += 1,
@@ -1709,7 +1712,8 @@ mod tests {
         engine.ingest_batch(batch("node-b", 2, vec![from_frontend.clone()]), None);
         let graph = engine.graph_snapshot(Zoom::Workload, &[]);
         let cart = edge(&graph, EDGE_FRONTEND_CART);
-        assert_eq!((cart.flows, cart.seen_at_destination), (1, 1));
+        // Not counted again, but both server-side records were seen there.
+        assert_eq!((cart.flows, cart.seen_at_destination), (1, 2));
 
         // While node-a is away, the server side counts again.
         engine.node_disconnected("node-a", T0 + 1);

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use hdrhistogram::Histogram;
 use rustc_hash::FxHashSet;
 use skymap_proto::names::rcode_name;
 use skymap_proto::v1::{
@@ -28,7 +27,6 @@ pub const DISTINCT_FLOWS_CAP: usize = 65_536;
 
 const LATENCY_MIN_US: u64 = 1;
 const LATENCY_MAX_US: u64 = 3_600_000_000;
-const LATENCY_SIGFIG: u8 = 2;
 
 /// What one flow record contributes to an edge, worked out once per flow and
 /// applied to the edge of every zoom level.
@@ -440,12 +438,7 @@ fn record_latency(slot: &mut Option<Box<Latency>>, ns: u64) {
     if ns == 0 {
         return;
     }
-    if slot.is_none() {
-        *slot = Latency::new().map(Box::new);
-    }
-    if let Some(latency) = slot {
-        latency.record(ns);
-    }
+    slot.get_or_insert_with(Box::default).record(ns);
 }
 
 fn merge_latency(slot: &mut Option<Box<Latency>>, other: Option<&Latency>) {
@@ -456,86 +449,127 @@ fn merge_latency(slot: &mut Option<Box<Latency>>, other: Option<&Latency>) {
     }
 }
 
-fn to_us(ns: u64) -> u64 {
-    (ns / 1000).clamp(LATENCY_MIN_US, LATENCY_MAX_US)
+/// Log-linear buckets: values below 64 µs exactly, then 64 buckets per power
+/// of two, so a bucket is at most 1/64 (1.6 %) wide and its midpoint within
+/// 0.8 % of any value in it. 1 µs ..= 3600 s needs 1,728 buckets.
+const SUB_BUCKET_BITS: u32 = 6;
+const SUB_BUCKETS: u64 = 1 << SUB_BUCKET_BITS;
+
+fn bucket_of(us: u64) -> u16 {
+    let us = us.clamp(LATENCY_MIN_US, LATENCY_MAX_US);
+    if us < SUB_BUCKETS {
+        return us as u16;
+    }
+    let exp = 63 - us.leading_zeros();
+    let shift = exp - SUB_BUCKET_BITS;
+    let mantissa = (us >> shift) & (SUB_BUCKETS - 1);
+    (SUB_BUCKETS * u64::from(shift + 1) + mantissa) as u16
 }
 
-/// A latency distribution: an HDR histogram in microseconds (2 significant
-/// figures, 1 µs ..= 3600 s) plus exact min, max and sum in nanoseconds, so
-/// min/max/mean are exact and percentiles stay within 1%.
+/// The middle of a bucket, in nanoseconds.
+fn bucket_mid_ns(bucket: u16) -> u64 {
+    let bucket = u64::from(bucket);
+    if bucket < SUB_BUCKETS {
+        return bucket * 1000;
+    }
+    let shift = bucket / SUB_BUCKETS - 1;
+    let low = (SUB_BUCKETS + bucket % SUB_BUCKETS) << shift;
+    let width = 1u64 << shift;
+    (low * 1000).saturating_add(width * 500)
+}
+
+/// A latency distribution: a sparse log-linear histogram in microseconds
+/// (only the buckets that were hit take memory, 8 bytes each; a typical edge
+/// uses a few hundred bytes) plus exact min, max and sum in nanoseconds.
+/// Mergeable: counts of equal buckets add.
 #[derive(Debug, Clone)]
 pub struct Latency {
-    hist: Histogram<u32>,
+    /// (bucket, count), sorted by bucket.
+    buckets: Vec<(u16, u32)>,
+    count: u64,
     min_ns: u64,
     max_ns: u64,
     sum_ns: u128,
 }
 
-impl Latency {
-    /// `None` only if hdrhistogram rejected the constant bounds, which it does not.
-    pub fn new() -> Option<Self> {
-        let hist =
-            Histogram::new_with_bounds(LATENCY_MIN_US, LATENCY_MAX_US, LATENCY_SIGFIG).ok()?;
-        Some(Self {
-            hist,
+impl Default for Latency {
+    fn default() -> Self {
+        Self {
+            buckets: Vec::new(),
+            count: 0,
             min_ns: u64::MAX,
             max_ns: 0,
             sum_ns: 0,
-        })
+        }
     }
+}
 
+impl Latency {
     /// Values below 1 µs count as 1 µs, above 3600 s as 3600 s.
     pub fn record(&mut self, ns: u64) {
         let ns = ns.clamp(LATENCY_MIN_US * 1000, LATENCY_MAX_US * 1000);
-        self.hist.saturating_record(to_us(ns));
+        self.add_to_bucket(bucket_of(ns / 1000), 1);
+        self.count += 1;
         self.min_ns = self.min_ns.min(ns);
         self.max_ns = self.max_ns.max(ns);
         self.sum_ns += u128::from(ns);
     }
 
-    /// The count at the histogram slot `ns` goes to (a read, to warm the cache).
+    fn add_to_bucket(&mut self, bucket: u16, count: u32) {
+        match self.buckets.binary_search_by_key(&bucket, |(b, _)| *b) {
+            Ok(at) => self.buckets[at].1 = self.buckets[at].1.saturating_add(count),
+            Err(at) => self.buckets.insert(at, (bucket, count)),
+        }
+    }
+
+    /// The count in the bucket `ns` goes to (a read, to warm the cache).
     fn peek(&self, ns: u64) -> u64 {
-        u64::from(self.hist.count_at(to_us(ns)))
+        let bucket = bucket_of(ns / 1000);
+        self.buckets
+            .binary_search_by_key(&bucket, |(b, _)| *b)
+            .map_or(0, |at| u64::from(self.buckets[at].1))
     }
 
     pub fn merge(&mut self, other: &Latency) {
-        // Same bounds on both sides, so adding cannot fail; if it ever did, the
-        // exact figures below still merge and only percentiles would lag.
-        let _ = self.hist.add(&other.hist);
+        for &(bucket, count) in &other.buckets {
+            self.add_to_bucket(bucket, count);
+        }
+        self.count += other.count;
         self.min_ns = self.min_ns.min(other.min_ns);
         self.max_ns = self.max_ns.max(other.max_ns);
         self.sum_ns += other.sum_ns;
     }
 
     pub fn count(&self) -> u64 {
-        self.hist.len()
+        self.count
     }
 
-    /// Percentiles are the histogram's (highest equivalent value of the
-    /// bucket), kept within the exact min..=max.
+    /// The value at quantile `q`: the middle of the bucket holding the
+    /// sample of that rank, kept within the exact min..=max.
+    fn quantile(&self, q: f64) -> u64 {
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count.max(1));
+        let mut seen = 0u64;
+        for &(bucket, count) in &self.buckets {
+            seen += u64::from(count);
+            if seen >= rank {
+                return bucket_mid_ns(bucket).clamp(self.min_ns, self.max_ns);
+            }
+        }
+        self.max_ns
+    }
+
     pub fn summary(&self) -> LatencySummary {
-        let count = self.count();
-        if count == 0 {
+        if self.count == 0 {
             return LatencySummary::default();
         }
-        // One pass over the counts for all three.
-        let mut at = self
-            .hist
-            .value_at_quantiles([0.50, 0.95, 0.99])
-            .map(|us| us.saturating_mul(1000).clamp(self.min_ns, self.max_ns));
-        let (p50_ns, p95_ns, p99_ns) = (
-            at.next().unwrap_or(self.max_ns),
-            at.next().unwrap_or(self.max_ns),
-            at.next().unwrap_or(self.max_ns),
-        );
         LatencySummary {
-            count,
+            count: self.count,
             min_ns: self.min_ns,
-            p50_ns,
-            p95_ns,
-            p99_ns,
+            p50_ns: self.quantile(0.50),
+            p95_ns: self.quantile(0.95),
+            p99_ns: self.quantile(0.99),
             max_ns: self.max_ns,
-            mean_ns: u64::try_from(self.sum_ns / u128::from(count)).unwrap_or(u64::MAX),
+            mean_ns: u64::try_from(self.sum_ns / u128::from(self.count)).unwrap_or(u64::MAX),
         }
     }
 }
@@ -720,7 +754,7 @@ mod tests {
 
     #[test]
     fn percentiles_of_a_uniform_distribution() {
-        let mut latency = Latency::new().expect("histogram");
+        let mut latency = Latency::default();
         for ms in 1..=1000u64 {
             latency.record(ms * MS);
         }
@@ -736,8 +770,46 @@ mod tests {
     }
 
     #[test]
+    fn every_value_lands_in_a_bucket_whose_middle_is_within_one_percent() {
+        let mut us = 1u64;
+        let mut last_bucket = 0u16;
+        while us <= LATENCY_MAX_US {
+            let bucket = bucket_of(us);
+            assert!(bucket >= last_bucket, "buckets grow with values");
+            last_bucket = bucket;
+            let mid = bucket_mid_ns(bucket) as f64;
+            let ns = (us * 1000) as f64;
+            assert!(
+                (mid - ns).abs() / ns <= 0.008,
+                "{us} us -> bucket {bucket} mid {mid}"
+            );
+            us += 1 + us / 97;
+        }
+        assert!(bucket_of(LATENCY_MAX_US) < 1800);
+    }
+
+    #[test]
+    fn merged_latency_equals_recording_everything_in_one() {
+        let (mut a, mut b, mut both) = (Latency::default(), Latency::default(), Latency::default());
+        for i in 1..=500u64 {
+            let ns = i * i * 7_919;
+            if i % 3 == 0 {
+                a.record(ns)
+            } else {
+                b.record(ns)
+            }
+            both.record(ns);
+        }
+        a.merge(&b);
+        assert_eq!(a.summary(), both.summary());
+        assert_eq!(a.buckets, both.buckets);
+        // Sparse: only the buckets that were hit take memory.
+        assert!(both.buckets.len() < 500);
+    }
+
+    #[test]
     fn latency_clamps_out_of_range_values() {
-        let mut latency = Latency::new().expect("histogram");
+        let mut latency = Latency::default();
         latency.record(10);
         latency.record(u64::MAX);
         let s = latency.summary();

@@ -680,9 +680,9 @@ pub struct GraphEdge {
     /// Connections answered with RST.
     #[prost(uint64, tag = "23")]
     pub refused: u64,
-    /// Both ends instrumented: records seen leaving the client's node and
-    /// records seen arriving at the server's node. Sent but never received shows
-    /// as sent > received.
+    /// Records observed at the client's end of the connection and at the
+    /// server's end (whether or not they were the ones counted). With probes on
+    /// both nodes, sent but never received shows as source > destination.
     #[prost(uint64, tag = "24")]
     pub seen_at_source: u64,
     #[prost(uint64, tag = "25")]
