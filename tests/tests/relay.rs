@@ -8,9 +8,9 @@ use futures::StreamExt;
 use skymap_proto::v1::ingest_client::IngestClient;
 use skymap_proto::v1::observer_client::ObserverClient;
 use skymap_proto::v1::{
-    Endpoint, Flow, FlowBatch, FlowFilter, GetFlowsRequest, GetGraphRequest, GraphEdge,
-    GraphUpdate, Layer4, LossCounter, NodeState, ObservationPoint, Protocol, StatusRequest,
-    Verdict, WatchGraphRequest, Zoom, get_flows_response,
+    Endpoint, Flow, FlowBatch, FlowFilter, GetFlowsRequest, GetFlowsResponse, GetGraphRequest,
+    GraphEdge, GraphUpdate, Layer4, LossCounter, NodeState, ObservationPoint, Protocol,
+    StatusRequest, Verdict, WatchGraphRequest, Zoom, get_flows_response,
 };
 use skymap_relay::server::{self, RelayConfig, RelayHandle};
 use tokio::sync::mpsc;
@@ -57,6 +57,10 @@ impl Drop for TempDir {
 }
 
 async fn start_relay(tick: Duration) -> Relay {
+    start_relay_with(tick, |_| {}).await
+}
+
+async fn start_relay_with(tick: Duration, tune: impl FnOnce(&mut RelayConfig)) -> Relay {
     let dir = std::env::temp_dir().join(format!(
         "skymap-relay-test-{}-{}",
         std::process::id(),
@@ -70,6 +74,7 @@ async fn start_relay(tick: Duration) -> Relay {
         ..Default::default()
     };
     config.aggregator.tick = tick;
+    tune(&mut config);
     let handle = server::start("127.0.0.1:0", config)
         .await
         .expect("relay starts");
@@ -771,5 +776,128 @@ async fn health_and_reflection_are_served() {
             "{expected} missing from {names:?}"
         );
     }
+    relay.handle.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_falls_behind_is_told_what_it_lost() {
+    let relay = start_relay_with(Duration::from_millis(50), |config| {
+        config.aggregator.follower_buffer = 16;
+    })
+    .await;
+    // Small HTTP/2 windows, so the transport cannot absorb what the client
+    // does not read.
+    let channel = tonic::transport::Endpoint::from_shared(relay.url.clone())
+        .expect("url")
+        .initial_stream_window_size(Some(4 * 1024))
+        .initial_connection_window_size(Some(4 * 1024))
+        .connect()
+        .await
+        .expect("connect");
+    let mut follow = ObserverClient::new(channel)
+        .get_flows(GetFlowsRequest {
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .expect("follow")
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    const SENT: u64 = 5_000;
+    let mut node = FakeNode::connect(&relay.url, "node-a").await;
+    for chunk in 0..(SENT / 500) {
+        let flows = (0..500)
+            .map(|i| dropped_dns(10_000 + (chunk * 500 + i) as u32))
+            .collect();
+        node.send(flows, vec![]).await;
+    }
+    node.close().await;
+    eventually(Duration::from_secs(10), async || {
+        (status_of(&relay.url).await.flows_total == SENT).then_some(())
+    })
+    .await;
+
+    // Read what was buffered, then send one more flow: a loss is reported
+    // just before the next flow the follower gets. Every flow is either
+    // received or reported lost, exactly.
+    let (mut received, mut lost) = (0u64, 0u64);
+    let mut tally = |item: Result<GetFlowsResponse, tonic::Status>| -> Option<u32> {
+        match item.expect("item").response {
+            Some(get_flows_response::Response::Flow(f)) => {
+                received += 1;
+                f.source.map(|s| s.port)
+            }
+            Some(get_flows_response::Response::Lost(l)) => {
+                lost += l.count;
+                None
+            }
+            None => None,
+        }
+    };
+    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(500), follow.next()).await
+    {
+        tally(item);
+    }
+    let mut late = FakeNode::connect(&relay.url, "node-late").await;
+    late.send(vec![dropped_dns(1)], vec![]).await;
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), follow.next())
+            .await
+            .expect("the last flow arrives")
+            .expect("stream open");
+        if tally(item) == Some(1) {
+            break;
+        }
+    }
+    assert!(
+        lost > 0,
+        "a follower that did not read lost flows (received {received})"
+    );
+    assert_eq!(
+        received + lost,
+        SENT + 1,
+        "received {received}, lost {lost}"
+    );
+    late.close().await;
+    relay.handle.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_and_until_bound_the_history() {
+    let relay = start_relay(Duration::from_millis(50)).await;
+    let mut node = FakeNode::connect(&relay.url, "node-a").await;
+    let base = now_ns() - 600 * 1_000_000_000;
+    let flows: Vec<Flow> = (0..10)
+        .map(|i| {
+            let mut f = dropped_dns(20_000 + i);
+            f.time_ns = base + i64::from(i) * 60 * 1_000_000_000;
+            f
+        })
+        .collect();
+    node.send(flows, vec![]).await;
+    eventually(Duration::from_secs(10), async || {
+        (status_of(&relay.url).await.flows_total == 10).then_some(())
+    })
+    .await;
+    let mut client = observer(&relay.url).await;
+    let minute = 60 * 1_000_000_000;
+    let mut stream = client
+        .get_flows(GetFlowsRequest {
+            since_ns: base + 3 * minute,
+            until_ns: base + 6 * minute,
+            ..Default::default()
+        })
+        .await
+        .expect("flows")
+        .into_inner();
+    let mut ports = Vec::new();
+    while let Some(item) = stream.next().await {
+        if let Some(get_flows_response::Response::Flow(f)) = item.expect("item").response {
+            ports.push(f.source.map(|s| s.port).unwrap_or_default());
+        }
+    }
+    assert_eq!(ports, vec![20_003, 20_004, 20_005, 20_006]);
+    node.close().await;
     relay.handle.shutdown().await.expect("clean shutdown");
 }
