@@ -27,7 +27,7 @@ use skymap_proto::v1::{
 use crate::dedup::{Decision, IpKey, LocalIps, decide};
 use crate::graph::{EdgeIx, Graph, NodeIx};
 use crate::history::{CompactFlow, History, Interner, strip};
-use crate::metadata::{EndpointInfo, EndpointKind, Metadata};
+use crate::metadata::{EndpointInfo, EndpointKind, Metadata, WORKLOAD_NAME_LABELS};
 use crate::stats::{
     BUCKET_NS, DropFact, FlowFacts, L7Fact, RATE_1M_BUCKETS, RATE_BUCKETS, RateBucket, RateRing,
 };
@@ -344,10 +344,8 @@ impl Engine {
         self.apply_pending(&mut pending);
         self.pending = pending;
         self.release_held(self.clock_ns);
-        let mut pending = std::mem::take(&mut self.pending);
         // One huge batch should not pin its buffer for good.
-        pending.shrink_to(PENDING_KEEP);
-        self.pending = pending;
+        self.pending.shrink_to(PENDING_KEEP);
         let probe = &mut self.nodes[node as usize];
         probe.rejected += outcome.rejected;
         outcome
@@ -1025,7 +1023,7 @@ fn workload_of(t: &Endpoint) -> Option<(String, String)> {
     {
         return Some((w.name.clone(), w.kind.clone()));
     }
-    for key in ["app.kubernetes.io/name", "app", "k8s-app"] {
+    for key in WORKLOAD_NAME_LABELS {
         let value = t.labels.iter().find_map(|label| {
             label
                 .strip_prefix(key)

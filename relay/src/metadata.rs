@@ -19,6 +19,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 use tokio::sync::watch;
 
+/// Labels that name a pod's workload when no owner does, most specific first.
+pub const WORKLOAD_NAME_LABELS: [&str; 3] = ["app.kubernetes.io/name", "app", "k8s-app"];
+
 /// What kind of object owns an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EndpointKind {
@@ -490,7 +493,7 @@ fn workload_of(pod: &Pod, name: &str, labels: &BTreeMap<String, String>) -> Work
             kind: owner.kind.clone(),
         };
     }
-    let name = ["app.kubernetes.io/name", "app", "k8s-app"]
+    let name = WORKLOAD_NAME_LABELS
         .iter()
         .find_map(|key| labels.get(*key))
         .map_or(name, String::as_str);

@@ -255,6 +255,27 @@ async fn eventually<T>(limit: Duration, mut check: impl AsyncFnMut() -> Option<T
     }
 }
 
+/// Waits until the relay has taken in `total` flows.
+async fn until_total(url: &str, total: u64, limit: Duration) {
+    eventually(limit, async || {
+        (status_of(url).await.flows_total == total).then_some(())
+    })
+    .await;
+}
+
+/// A client whose HTTP/2 windows are `window` bytes, so that the transport
+/// cannot absorb what it does not read and the relay's own buffer backs up.
+async fn slow_reader(url: &str, window: u32) -> ObserverClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("url")
+        .initial_stream_window_size(Some(window))
+        .initial_connection_window_size(Some(window))
+        .connect()
+        .await
+        .expect("connect");
+    ObserverClient::new(channel)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_sees_exact_counts_from_several_nodes_and_both_ends_count_once() {
     let relay = start_relay(Duration::from_millis(50)).await;
@@ -413,14 +434,8 @@ async fn stalled_watcher_does_not_slow_ingest_and_catches_up_with_a_snapshot() {
     let relay = start_relay(Duration::from_millis(10)).await;
     // A watcher that never reads, with small HTTP/2 windows so that the
     // transport's buffers fill quickly and the relay's channel backs up.
-    let channel = tonic::transport::Endpoint::from_shared(relay.url.clone())
-        .expect("url")
-        .initial_stream_window_size(Some(16 * 1024))
-        .initial_connection_window_size(Some(16 * 1024))
-        .connect()
+    let stalled = slow_reader(&relay.url, 16 * 1024)
         .await
-        .expect("connect");
-    let stalled = ObserverClient::new(channel)
         .watch_graph(WatchGraphRequest::default())
         .await
         .expect("watch")
@@ -453,10 +468,7 @@ async fn stalled_watcher_does_not_slow_ingest_and_catches_up_with_a_snapshot() {
     .expect("ingest finished although a watcher never read");
     let total = u64::from(BATCHES * PER_BATCH);
     assert_eq!(ingest.flows, total);
-    eventually(Duration::from_secs(20), async || {
-        (status_of(&relay.url).await.flows_total == total).then_some(())
-    })
-    .await;
+    until_total(&relay.url, total, Duration::from_secs(20)).await;
 
     // Once it reads again, the stalled watcher converges on the true counts:
     // it missed deltas, so it is sent a fresh snapshot.
@@ -487,12 +499,7 @@ async fn last_n_is_cluster_wide_filtered_and_follow_sees_new_flows() {
     let mut a = FakeNode::connect(&relay.url, "node-a").await;
     let mut b = FakeNode::connect(&relay.url, "node-b").await;
     // One batch at a time, so the arrival order (which the history keeps) is known.
-    let arrived = async |total: u64| {
-        eventually(Duration::from_secs(10), async || {
-            (status_of(&relay.url).await.flows_total == total).then_some(())
-        })
-        .await
-    };
+    let arrived = async |total: u64| until_total(&relay.url, total, Duration::from_secs(10)).await;
     a.send(
         (0..30)
             .map(|i| {
@@ -787,14 +794,8 @@ async fn a_follower_that_falls_behind_is_told_what_it_lost() {
     .await;
     // Small HTTP/2 windows, so the transport cannot absorb what the client
     // does not read.
-    let channel = tonic::transport::Endpoint::from_shared(relay.url.clone())
-        .expect("url")
-        .initial_stream_window_size(Some(4 * 1024))
-        .initial_connection_window_size(Some(4 * 1024))
-        .connect()
+    let mut follow = slow_reader(&relay.url, 4 * 1024)
         .await
-        .expect("connect");
-    let mut follow = ObserverClient::new(channel)
         .get_flows(GetFlowsRequest {
             follow: true,
             ..Default::default()
@@ -813,10 +814,7 @@ async fn a_follower_that_falls_behind_is_told_what_it_lost() {
         node.send(flows, vec![]).await;
     }
     node.close().await;
-    eventually(Duration::from_secs(10), async || {
-        (status_of(&relay.url).await.flows_total == SENT).then_some(())
-    })
-    .await;
+    until_total(&relay.url, SENT, Duration::from_secs(10)).await;
 
     // Read what was buffered, then send one more flow: a loss is reported
     // just before the next flow the follower gets. Every flow is either
@@ -876,10 +874,7 @@ async fn since_and_until_bound_the_history() {
         })
         .collect();
     node.send(flows, vec![]).await;
-    eventually(Duration::from_secs(10), async || {
-        (status_of(&relay.url).await.flows_total == 10).then_some(())
-    })
-    .await;
+    until_total(&relay.url, 10, Duration::from_secs(10)).await;
     let mut client = observer(&relay.url).await;
     let minute = 60 * 1_000_000_000;
     let mut stream = client

@@ -91,7 +91,13 @@ pub async fn ingest(address: &str) -> Result<IngestClient<Channel>, ConnectError
 /// alone ("transport error") does not say what went wrong.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
-    let mut source = error.source();
+    append_sources(&mut text, error.source());
+    text
+}
+
+/// Appends ": cause" for each error in the chain starting at `source` whose
+/// text `text` does not already contain.
+pub fn append_sources(text: &mut String, mut source: Option<&dyn std::error::Error>) {
     while let Some(cause) = source {
         let more = cause.to_string();
         if !text.contains(&more) {
@@ -100,7 +106,6 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
 }
 
 #[cfg(test)]

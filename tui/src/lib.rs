@@ -1,5 +1,7 @@
 //! The explorer's building blocks; the binary is `main.rs`.
 //!
+//! - [`conn`]: the relay's address and a connection with a clear error, for
+//!   the commands and the explorer alike.
 //! - [`live`]: the reconnecting link to a relay; everything it says is an
 //!   [`live::Event`].
 //! - [`map`]: the service-map layout engine (layers, ordering, orthogonal routing)
@@ -8,6 +10,7 @@
 //!   tree, recent flows, drops, DNS); the only place proto types become
 //!   domain types.
 
+pub mod conn;
 pub mod live;
 pub mod map;
 pub mod state;

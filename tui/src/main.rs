@@ -1,12 +1,10 @@
 //! `skymap`: the terminal service-map explorer's commands.
 //!
-//! - [`conn`]: the relay's address and a connection with a clear error.
 //! - [`filters`]: Hubble-style filter flags → `FlowFilter`s.
 //! - [`output`]: flows as compact/json/table, the graph as json/dot/text.
 //! - [`cmd`]: one module per command (observe, graph, replay).
 
 mod cmd;
-mod conn;
 mod filters;
 mod output;
 
@@ -15,6 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use color_eyre::eyre::Result;
+
+use skymap_tui::conn;
 
 use crate::filters::FilterArgs;
 

@@ -19,6 +19,8 @@ use tokio::time::Instant;
 use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::conn::{append_sources, error_chain};
+
 pub use backoff::Backoff;
 
 /// Where the link stands.
@@ -261,13 +263,13 @@ async fn run(
 
 async fn connect(url: &str, options: &Options) -> Result<Channel, String> {
     let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("relay address {url:?} is not valid: {}", describe(&e)))?
+        .map_err(|e| format!("relay address {url:?} is not valid: {}", error_chain(&e)))?
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true);
     endpoint
         .connect()
         .await
-        .map_err(|e| format!("cannot reach the relay at {url}: {}", describe(&e)))
+        .map_err(|e| format!("cannot reach the relay at {url}: {}", error_chain(&e)))
 }
 
 /// One connection: streams open until one fails; a new subscription reopens
@@ -384,32 +386,8 @@ fn rpc_error(call: &str, status: &tonic::Status) -> String {
         status.message()
     };
     let mut text = format!("{call}: {what}");
-    if let Some(source) = std::error::Error::source(status) {
-        append_causes(&mut text, source);
-    }
+    append_sources(&mut text, std::error::Error::source(status));
     text
-}
-
-/// "a: b: c" from an error and its sources: tonic's own message ("transport
-/// error") alone does not say what went wrong.
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    if let Some(source) = error.source() {
-        append_causes(&mut text, source);
-    }
-    text
-}
-
-fn append_causes(text: &mut String, first: &dyn std::error::Error) {
-    let mut cause = Some(first);
-    while let Some(error) = cause {
-        let more = error.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = error.source();
-    }
 }
 
 #[cfg(test)]
