@@ -158,6 +158,11 @@ impl<R: BufRead> FlowReader<R> {
         &self.report
     }
 
+    /// The name given to [`FlowReader::new`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn into_report(self) -> ReadReport {
         self.report
     }

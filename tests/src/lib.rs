@@ -1,1 +1,6 @@
-//! Cross-crate tests live in `tests/tests/`.
+//! Cross-crate tests live in `tests/tests/`. The library holds what the
+//! fixture generators share: `synth` (seeded randomness, pods, flow records)
+//! and `demo` (the recording `skymap demo` replays).
+
+pub mod demo;
+pub mod synth;

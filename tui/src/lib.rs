@@ -1,5 +1,9 @@
-//! The explorer's building blocks; the binary is `main.rs`.
+//! The explorer and the text output of skymap's commands; the binary is
+//! `main.rs`.
 //!
+//! - [`app`]: the explorer's state and what keys do to it (no terminal).
+//! - [`ui`]: drawing the explorer with ratatui; [`term`] runs it in a terminal.
+//! - [`output`]: flows and graphs as text, JSON and dot for the commands.
 //! - [`conn`]: the relay's address and a connection with a clear error, for
 //!   the commands and the explorer alike.
 //! - [`live`]: the reconnecting link to a relay; everything it says is an
@@ -10,7 +14,12 @@
 //!   tree, recent flows, drops, DNS); the only place proto types become
 //!   domain types.
 
+pub mod app;
 pub mod conn;
 pub mod live;
 pub mod map;
+pub mod offline;
+pub mod output;
 pub mod state;
+pub mod term;
+pub mod ui;

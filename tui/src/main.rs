@@ -2,11 +2,11 @@
 //!
 //! - [`filters`]: Hubble-style filter flags → `FlowFilter`s.
 //! - [`output`]: flows as compact/json/table, the graph as json/dot/text.
-//! - [`cmd`]: one module per command (observe, graph, replay).
+//! - [`cmd`]: one module per command (ui and demo, snapshot, observe, graph,
+//!   replay, status).
 
 mod cmd;
 mod filters;
-mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,9 +21,107 @@ use crate::filters::FilterArgs;
 /// skymap: Kubernetes network flows and the service map, in a terminal.
 #[derive(Debug, Parser)]
 #[command(name = "skymap", version, propagate_version = true)]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// With no command: the explorer (as `skymap ui`).
+    #[command(flatten)]
+    ui: UiArgs,
+}
+
+/// How the explorer looks.
+#[derive(Debug, Clone, clap::Args)]
+struct LookArgs {
+    /// Draw with ASCII only: no box drawing, arrows or braille (automatic when
+    /// the locale is not UTF-8).
+    #[arg(long, conflicts_with = "unicode")]
+    ascii: bool,
+    /// Draw with Unicode even when the locale does not say UTF-8.
+    #[arg(long)]
+    unicode: bool,
+    /// Colours: auto (from TERM, COLORTERM and NO_COLOR), always, never.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    color: ColorWhen,
+    /// Colour theme: dark, light, high-contrast, or a TOML file (a patch over
+    /// dark). Default: $XDG_CONFIG_HOME/skymap/theme.toml if it exists, else dark.
+    #[arg(long, value_name = "NAME|FILE")]
+    theme: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct UiArgs {
+    /// Relay address: http://HOST:PORT or HOST:PORT.
+    #[arg(long, env = "SKYMAP_RELAY", default_value = conn::DEFAULT_RELAY)]
+    relay: String,
+    #[command(flatten)]
+    look: LookArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct DemoArgs {
+    /// Pace of the recording: 1 is real time, 4 four times faster.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    #[command(flatten)]
+    look: LookArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SnapshotView {
+    Map,
+    Flows,
+    Drops,
+    Dns,
+    Nodes,
+}
+
+#[derive(Debug, clap::Args)]
+struct SnapshotArgs {
+    /// Relay address: http://HOST:PORT or HOST:PORT.
+    #[arg(long, env = "SKYMAP_RELAY", default_value = conn::DEFAULT_RELAY)]
+    relay: String,
+    /// Read a recording instead of asking a relay.
+    #[arg(long, value_name = "FILE", conflicts_with = "demo")]
+    file: Option<PathBuf>,
+    /// Use the recording `skymap demo` plays.
+    #[arg(long)]
+    demo: bool,
+    /// Which view to draw.
+    #[arg(long, value_enum, default_value = "map")]
+    view: SnapshotView,
+    /// Select a box (NAME or NAMESPACE/NAME) or an edge (A->B) for the details pane.
+    #[arg(long, value_name = "NAME")]
+    select: Option<String>,
+    /// Frame width in cells.
+    #[arg(long, default_value_t = 160)]
+    width: u16,
+    /// Frame height in cells.
+    #[arg(long, default_value_t = 48)]
+    height: u16,
+    /// With --file or --demo: the moment shown, in seconds after the first flow
+    /// (default: the end).
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    at: Option<f64>,
+    /// ASCII only.
+    #[arg(long)]
+    ascii: bool,
+    /// Level of detail.
+    #[arg(long, value_enum, default_value = "workload")]
+    zoom: ZoomArg,
+    /// Show one namespace (and what it talks to).
+    #[arg(short, long = "namespace", value_name = "NS")]
+    namespace: Option<String>,
+    /// Filter flows as the explorer's `/` does (e.g. "verdict:DROPPED").
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
 }
 
 /// Where flows come from: a running relay, or a recording read directly.
@@ -41,6 +139,14 @@ struct Source {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The explorer: the live service map of a relay (the default command).
+    Ui(UiArgs),
+    /// The explorer on a recorded incident, with a relay in this process: no
+    /// cluster, no root, no setup.
+    Demo(DemoArgs),
+    /// Draw one frame of the explorer as plain text (for scripts, CI and bug
+    /// reports).
+    Snapshot(SnapshotArgs),
     /// Print flows, like `hubble observe`.
     Observe(ObserveArgs),
     /// Write flows to a file in skymap's recording format (JSON lines).
@@ -176,9 +282,7 @@ struct ReplayArgs {
 }
 
 fn main() -> ExitCode {
-    if let Err(e) = color_eyre::install() {
-        eprintln!("skymap: {e}");
-    }
+    install_hooks();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -203,11 +307,31 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return cmd::ui::run(cli.ui).await;
+    };
+    match command {
+        Command::Ui(args) => cmd::ui::run(args).await,
+        Command::Demo(args) => cmd::ui::demo(args).await,
+        Command::Snapshot(args) => cmd::snapshot::run(args).await,
         Command::Observe(args) => cmd::observe::run(args).await,
         Command::Record(args) => cmd::observe::record(args).await,
         Command::Graph(args) => cmd::graph::run(args).await,
         Command::Replay(args) => cmd::replay::run(args).await,
         Command::Status(args) => cmd::status::run(args).await,
     }
+}
+
+/// color-eyre's reports, with the terminal restored first, so a panic in
+/// the explorer prints on a sane screen. Installed before the terminal is
+/// touched.
+fn install_hooks() {
+    let (panic_hook, eyre_hook) = color_eyre::config::HookBuilder::default().into_hooks();
+    if let Err(e) = eyre_hook.install() {
+        eprintln!("skymap: {e}");
+    }
+    std::panic::set_hook(Box::new(move |info| {
+        skymap_tui::term::restore();
+        eprintln!("{}", panic_hook.panic_report(info));
+    }));
 }

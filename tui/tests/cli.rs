@@ -307,3 +307,85 @@ async fn replay_into_a_relay_then_observe_and_graph_it() {
     );
     relay.shutdown().await.expect("shutdown");
 }
+
+#[test]
+fn snapshot_prints_one_frame_of_the_explorer() {
+    let (out, stdout, stderr) = run(skymap().args([
+        "snapshot", "--demo", "--view", "drops", "--width", "120", "--height", "20", "--at", "45",
+    ]));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 20, "one line per row:\n{stdout}");
+    assert!(stdout.lines().all(|l| l.chars().count() <= 120));
+    assert!(stdout.contains("NETFILTER_DROP"), "{stdout}");
+    assert!(stdout.contains("shop/frontend-egress"), "{stdout}");
+    assert!(!stdout.contains('\u{1b}'), "plain text, no escape codes");
+
+    // A recording file and a selected edge, in ASCII.
+    let (out, stdout, stderr) = run(skymap()
+        .args([
+            "snapshot",
+            "--ascii",
+            "--select",
+            "frontend->kube-dns",
+            "--file",
+        ])
+        .arg(fixture("demo.jsonl"))
+        .args(["--at", "30"]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.is_ascii(), "{stdout}");
+    assert!(stdout.contains("frontend -> kube-dns"), "{stdout}");
+    assert!(stdout.contains("DROPPED NETFILTER_DROP"), "{stdout}");
+}
+
+#[test]
+fn snapshot_and_explorer_refuse_bad_input_clearly() {
+    let broken_theme = scratch("broken-theme.toml");
+    std::fs::write(&broken_theme, "[roles]\ndropped = { fg = \"#12345\" }\n").expect("write");
+    let theme_arg = broken_theme.display().to_string();
+    for (args, words) in [
+        (vec!["snapshot", "--demo", "--width", "0"], "--width"),
+        (
+            vec!["snapshot", "--demo", "--select", "nobody"],
+            "nothing called \"nobody\"",
+        ),
+        (
+            vec!["snapshot", "--demo", "--select", "frontend->nobody"],
+            "nobody",
+        ),
+        (vec!["snapshot", "--demo", "--at", "-3"], "--at"),
+        (
+            vec!["snapshot", "--demo", "--filter", "verdict:MAYBE"],
+            "MAYBE",
+        ),
+        (
+            vec!["snapshot", "--relay", "127.0.0.1:1"],
+            "cannot reach the relay",
+        ),
+        (
+            vec!["snapshot", "--file", "/nonexistent.jsonl"],
+            "cannot open /nonexistent.jsonl",
+        ),
+        (
+            vec!["demo", "--theme", theme_arg.as_str()],
+            "broken-theme.toml:2",
+        ),
+        (vec!["demo", "--theme", "purple"], "purple"),
+        (vec!["demo", "--speed", "0"], "--speed"),
+        (vec!["ui", "--color", "sometimes"], "sometimes"),
+    ] {
+        let (out, stdout, stderr) = run(skymap().args(&args));
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(words), "{args:?}: {stderr}");
+        assert!(!stdout.contains('\u{1b}'), "{args:?} wrote escape codes");
+    }
+}
+
+#[test]
+fn the_explorer_without_a_terminal_says_so_and_leaves_the_output_clean() {
+    for command in [vec![], vec!["ui"], vec!["demo"]] {
+        let (out, stdout, stderr) = run(skymap().args(&command));
+        assert!(!out.status.success(), "{command:?}");
+        assert!(stderr.contains("needs a terminal"), "{command:?}: {stderr}");
+        assert!(stdout.is_empty(), "{command:?}: {stdout:?}");
+    }
+}

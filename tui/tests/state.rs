@@ -50,6 +50,14 @@ fn rates(flows_per_s: f64, drops_per_s: f64) -> Option<WireRates> {
     })
 }
 
+fn rcode(rcode: u32, count: u64) -> RcodeCount {
+    RcodeCount {
+        rcode,
+        name: String::new(),
+        count,
+    }
+}
+
 fn snapshot(time_ns: i64, zoom: Zoom, nodes: Vec<GraphNode>, edges: Vec<GraphEdge>) -> GraphUpdate {
     GraphUpdate {
         time_ns,
@@ -277,12 +285,12 @@ fn health_rules() {
     let cases: Vec<(&str, GraphEdge, Health)> = vec![
         ("quiet", base(), Health::Ok),
         (
-            "recent drops (5m)",
+            "drops more than a minute ago (5m only)",
             GraphEdge {
                 rate_5m: rates(1.0, 0.2),
                 ..base()
             },
-            Health::Dropped,
+            Health::Ok,
         ),
         (
             "recent drops (1m)",
@@ -368,7 +376,7 @@ fn health_rules() {
             GraphEdge {
                 requests: 10,
                 errors: 10,
-                rate_5m: rates(1.0, 1.0),
+                rate_1m: rates(1.0, 1.0),
                 latency: Some(LatencySummary {
                     count: 1,
                     p95_ns: 900_000_000,
@@ -377,6 +385,64 @@ fn health_rules() {
                 ..base()
             },
             Health::Dropped,
+        ),
+        (
+            "DNS: search-path NXDOMAIN answers are not failures",
+            GraphEdge {
+                dns_queries: 30,
+                errors: 20,
+                dns_rcodes: vec![rcode(0, 10), rcode(3, 20)],
+                ..base()
+            },
+            Health::Ok,
+        ),
+        (
+            "DNS: SERVFAIL is",
+            GraphEdge {
+                dns_queries: 30,
+                errors: 2,
+                dns_rcodes: vec![rcode(0, 28), rcode(2, 2)],
+                ..base()
+            },
+            Health::Error,
+        ),
+        (
+            "HTTP: errors stopped a minute ago",
+            GraphEdge {
+                requests: 100,
+                errors: 60,
+                rate_1m: Some(WireRates {
+                    requests_per_s: 2.0,
+                    errors_per_s: 0.0,
+                    ..Default::default()
+                }),
+                ..base()
+            },
+            Health::Ok,
+        ),
+        (
+            "HTTP: recent errors",
+            GraphEdge {
+                requests: 1000,
+                errors: 10,
+                rate_1m: Some(WireRates {
+                    requests_per_s: 2.0,
+                    errors_per_s: 0.5,
+                    ..Default::default()
+                }),
+                ..base()
+            },
+            Health::Error,
+        ),
+        (
+            "refused connections, no requests",
+            GraphEdge {
+                connections: 4,
+                refused: 4,
+                errors: 4,
+                ..base()
+            },
+            Health::Error,
         ),
     ];
     for (name, wire, expected) in cases {

@@ -5,186 +5,83 @@
 //!
 //! `cargo run -p skymap-tests --bin make-story > tests/fixtures/story.jsonl`
 //!
-//! Deterministic: a fixed seed, a fixed start time, no clock reads.
+//! Deterministic: a fixed seed, a fixed start time, no clock reads. Tests
+//! depend on its exact numbers: keep the output byte-identical.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter};
 
-use skymap_proto::v1::{
-    Dns, Endpoint, Flow, Http, L7Type, Layer4, Layer7, ObservationPoint, Protocol,
-    TrafficDirection, Verdict, Workload, layer7,
+use skymap_proto::v1::{Dns, Protocol, TrafficDirection};
+use skymap_tests::synth::{
+    App, Conversation, FIN_PSH_ACK, MS, PSH_ACK, Pod, Recorder, Rng, SECOND, SYN, View,
+    dns_request, dns_response, http_request, http_response, syn_ack, tcp, world, write_flows,
 };
 
-/// 2026-11-26T06:00:00Z.
-const START_NS: i64 = 1_795_672_800_000_000_000;
-const SECOND: i64 = 1_000_000_000;
-const MS: i64 = 1_000_000;
 /// When the allow-DNS policy lands.
 const FIX_AT: i64 = 60 * SECOND;
 const DURATION: i64 = 120 * SECOND;
 
-#[derive(Clone)]
-struct Pod {
-    ip: [u8; 4],
-    namespace: &'static str,
-    name: &'static str,
-    app_label: &'static str,
-    workload: &'static str,
-    kind: &'static str,
-    node: &'static str,
-}
+const FRONTEND_APP: App = App {
+    namespace: "default",
+    workload: "frontend",
+    kind: "Deployment",
+    labels: &["app=frontend"],
+    service: "frontend",
+};
+const BACKEND_APP: App = App {
+    namespace: "default",
+    workload: "backend",
+    kind: "StatefulSet",
+    labels: &["app=backend"],
+    service: "backend",
+};
+const COREDNS_APP: App = App {
+    namespace: "kube-system",
+    workload: "coredns",
+    kind: "Deployment",
+    labels: &["k8s-app=kube-dns"],
+    service: "kube-dns",
+};
 
 const FRONTEND: [Pod; 2] = [
-    pod(
-        [10, 244, 1, 11],
-        "default",
+    Pod::new(
+        &FRONTEND_APP,
         "frontend-6c9b7d8f4-k2x9p",
-        "app=frontend",
-        "frontend",
-        "Deployment",
         "node-1",
+        [10, 244, 1, 11],
     ),
-    pod(
-        [10, 244, 1, 12],
-        "default",
+    Pod::new(
+        &FRONTEND_APP,
         "frontend-6c9b7d8f4-q7w4z",
-        "app=frontend",
-        "frontend",
-        "Deployment",
         "node-1",
+        [10, 244, 1, 12],
     ),
 ];
 const BACKEND: [Pod; 2] = [
-    pod(
-        [10, 244, 2, 21],
-        "default",
-        "backend-0",
-        "app=backend",
-        "backend",
-        "StatefulSet",
-        "node-2",
-    ),
-    pod(
-        [10, 244, 2, 22],
-        "default",
-        "backend-1",
-        "app=backend",
-        "backend",
-        "StatefulSet",
-        "node-2",
-    ),
+    Pod::new(&BACKEND_APP, "backend-0", "node-2", [10, 244, 2, 21]),
+    Pod::new(&BACKEND_APP, "backend-1", "node-2", [10, 244, 2, 22]),
 ];
-const KUBE_DNS: Pod = pod(
-    [10, 244, 2, 53],
-    "kube-system",
+const KUBE_DNS: Pod = Pod::new(
+    &COREDNS_APP,
     "coredns-5d78c9869d-x2v9q",
-    "k8s-app=kube-dns",
-    "coredns",
-    "Deployment",
     "node-2",
+    [10, 244, 2, 53],
 );
 const WORLD_IP: [u8; 4] = [93, 184, 216, 34];
 
-#[allow(clippy::too_many_arguments)]
-const fn pod(
-    ip: [u8; 4],
-    namespace: &'static str,
-    name: &'static str,
-    app_label: &'static str,
-    workload: &'static str,
-    kind: &'static str,
-    node: &'static str,
-) -> Pod {
-    Pod {
-        ip,
-        namespace,
-        name,
-        app_label,
-        workload,
-        kind,
-        node,
-    }
-}
-
-/// xorshift64*: small, seeded, good enough for traffic shapes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn endpoint(pod: &Pod, port: u32) -> Endpoint {
-    Endpoint {
-        ip: pod.ip.to_vec().into(),
-        port,
-        namespace: pod.namespace.to_string(),
-        pod_name: pod.name.to_string(),
-        labels: vec![pod.app_label.to_string()],
-        workload: Some(Workload {
-            name: pod.workload.to_string(),
-            kind: pod.kind.to_string(),
-        }),
-        node_name: pod.node.to_string(),
-        ..Default::default()
-    }
-}
-
-fn world(port: u32) -> Endpoint {
-    Endpoint {
-        ip: WORLD_IP.to_vec().into(),
-        port,
-        reserved: "world".to_string(),
-        ..Default::default()
+/// This recording marks every record EGRESS, the server's side too.
+const fn server_view(node: &'static str) -> View {
+    View {
+        direction: TrafficDirection::Egress,
+        ..View::server(node)
     }
 }
 
 struct Story {
     rng: Rng,
-    flows: Vec<Flow>,
+    rec: Recorder,
 }
 
 impl Story {
-    #[allow(clippy::too_many_arguments)]
-    fn flow(
-        &mut self,
-        time: i64,
-        node: &str,
-        source: Endpoint,
-        destination: Endpoint,
-        protocol: Protocol,
-        point: ObservationPoint,
-        reply: bool,
-        direction: TrafficDirection,
-    ) -> &mut Flow {
-        self.flows.push(Flow {
-            time_ns: START_NS + time,
-            node_name: node.to_string(),
-            verdict: Verdict::Forwarded as i32,
-            source: Some(source),
-            destination: Some(destination),
-            l4: Some(Layer4 {
-                protocol: protocol as i32,
-                ..Default::default()
-            }),
-            observation_point: point as i32,
-            traffic_direction: direction as i32,
-            is_reply: reply,
-            packets: 1,
-            bytes: 74,
-            interface: String::new(),
-            ..Default::default()
-        });
-        let last = self.flows.len() - 1;
-        &mut self.flows[last]
-    }
-
     /// A DNS lookup from `client`; dropped by policy before `FIX_AT`.
     fn dns_lookup(&mut self, t: i64, client: &Pod, name: &str, qtype: u32) {
         let sport = 30_000 + self.rng.below(30_000) as u32;
@@ -195,87 +92,46 @@ impl Story {
             id,
             ..Default::default()
         };
-        let src = endpoint(client, sport);
-        let mut dst = endpoint(&KUBE_DNS, 53);
-        dst.service = "kube-dns".to_string();
+        let talk = Conversation {
+            client: client.endpoint(sport),
+            server: KUBE_DNS.service_endpoint(53),
+            protocol: Protocol::Udp,
+        };
+        let (at_client, at_dns) = (View::client(client.node), server_view(KUBE_DNS.node));
         if t < FIX_AT {
-            let f = self.flow(
-                t,
-                client.node,
-                src,
-                dst,
-                Protocol::Udp,
-                ObservationPoint::KernelDrop,
-                false,
-                TrafficDirection::Egress,
-            );
-            f.verdict = Verdict::Dropped as i32;
+            let f = self.rec.dropped(t, &at_client, &talk);
             f.drop_reason = "NETFILTER_DROP".to_string();
             f.policy_reason = "default/frontend-egress".to_string();
-            f.l7 = Some(Layer7 {
-                r#type: L7Type::Request as i32,
-                latency_ns: 0,
-                record: Some(layer7::Record::Dns(query)),
-            });
+            f.l7 = dns_request(query);
             return;
         }
-        for (node, point) in [
-            (client.node, ObservationPoint::FromEndpoint),
-            (KUBE_DNS.node, ObservationPoint::ToEndpoint),
-        ] {
-            let f = self.flow(
-                t,
-                node,
-                src.clone(),
-                dst.clone(),
-                Protocol::Udp,
-                point,
-                false,
-                TrafficDirection::Egress,
-            );
-            f.l7 = Some(Layer7 {
-                r#type: L7Type::Request as i32,
-                latency_ns: 0,
-                record: Some(layer7::Record::Dns(query.clone())),
-            });
+        for view in [&at_client, &at_dns] {
+            let f = self.rec.request(t, view, &talk);
+            f.l7 = dns_request(query.clone());
         }
         let latency = 300_000 + self.rng.below(1_700_000) as i64;
         let nx = name.starts_with("backend.default.default.");
-        let mut answer = query.clone();
+        let mut answer = query;
         answer.rcode = if nx { 3 } else { 0 };
         if !nx && qtype == 1 {
             answer.ips = vec!["10.96.12.7".to_string()];
             answer.ttl = 30;
         }
-        for (node, point) in [
-            (KUBE_DNS.node, ObservationPoint::FromEndpoint),
-            (client.node, ObservationPoint::ToEndpoint),
-        ] {
-            let f = self.flow(
-                t + latency,
-                node,
-                dst.clone(),
-                src.clone(),
-                Protocol::Udp,
-                point,
-                true,
-                TrafficDirection::Egress,
-            );
+        for view in [&at_dns, &at_client] {
+            let f = self.rec.reply(t + latency, view, &talk);
             f.bytes = 120;
-            f.l7 = Some(Layer7 {
-                r#type: L7Type::Response as i32,
-                latency_ns: latency as u64,
-                record: Some(layer7::Record::Dns(answer.clone())),
-            });
+            f.l7 = dns_response(answer.clone(), latency);
         }
     }
 
     /// A TCP connection with one HTTP request from `client` to `server:8080`.
     fn http_call(&mut self, t: i64, client: &Pod, server: &Pod) {
         let sport = 30_000 + self.rng.below(30_000) as u32;
-        let src = endpoint(client, sport);
-        let mut dst = endpoint(server, 8080);
-        dst.service = "backend".to_string();
+        let talk = Conversation {
+            client: client.endpoint(sport),
+            server: server.service_endpoint(8080),
+            protocol: Protocol::Tcp,
+        };
         let handshake = 80_000 + self.rng.below(200_000) as i64;
         let slow = self.rng.below(20) == 0;
         let latency = if slow {
@@ -285,147 +141,39 @@ impl Story {
         };
         let code = if self.rng.below(50) == 0 { 503 } else { 200 };
         let path = ["/api/cart", "/api/products", "/api/checkout"][self.rng.below(3) as usize];
-        let both = [
-            (
-                client.node,
-                ObservationPoint::FromEndpoint,
-                ObservationPoint::ToEndpoint,
-            ),
-            (
-                server.node,
-                ObservationPoint::ToEndpoint,
-                ObservationPoint::FromEndpoint,
-            ),
-        ];
-        for (node, out, back) in both {
-            let f = self.flow(
-                t,
-                node,
-                src.clone(),
-                dst.clone(),
-                Protocol::Tcp,
-                out,
-                false,
-                TrafficDirection::Egress,
-            );
-            f.l4 = Some(Layer4 {
-                protocol: Protocol::Tcp as i32,
-                tcp_flags: 0x02,
-                ..Default::default()
-            });
-            let f = self.flow(
-                t + handshake,
-                node,
-                dst.clone(),
-                src.clone(),
-                Protocol::Tcp,
-                back,
-                true,
-                TrafficDirection::Egress,
-            );
-            f.l4 = Some(Layer4 {
-                protocol: Protocol::Tcp as i32,
-                tcp_flags: 0x12,
-                handshake_ns: handshake as u64,
-                ..Default::default()
-            });
-            let f = self.flow(
-                t + handshake + 50_000,
-                node,
-                src.clone(),
-                dst.clone(),
-                Protocol::Tcp,
-                out,
-                false,
-                TrafficDirection::Egress,
-            );
+        for view in [View::client(client.node), server_view(server.node)] {
+            self.rec.request(t, &view, &talk).l4 = tcp(SYN);
+            self.rec.reply(t + handshake, &view, &talk).l4 = syn_ack(handshake);
+            let f = self.rec.request(t + handshake + 50_000, &view, &talk);
             f.bytes = 420;
-            f.l4 = Some(Layer4 {
-                protocol: Protocol::Tcp as i32,
-                tcp_flags: 0x18,
-                ..Default::default()
-            });
-            f.l7 = Some(Layer7 {
-                r#type: L7Type::Request as i32,
-                latency_ns: 0,
-                record: Some(layer7::Record::Http(Http {
-                    method: "GET".into(),
-                    url: path.into(),
-                    code: 0,
-                    protocol: "HTTP/1.1".into(),
-                })),
-            });
-            let f = self.flow(
-                t + handshake + latency,
-                node,
-                dst.clone(),
-                src.clone(),
-                Protocol::Tcp,
-                back,
-                true,
-                TrafficDirection::Egress,
-            );
+            f.l4 = tcp(PSH_ACK);
+            f.l7 = http_request("GET", path);
+            let f = self.rec.reply(t + handshake + latency, &view, &talk);
             f.bytes = 1_800;
-            f.l4 = Some(Layer4 {
-                protocol: Protocol::Tcp as i32,
-                tcp_flags: 0x19,
-                ..Default::default()
-            });
-            f.l7 = Some(Layer7 {
-                r#type: L7Type::Response as i32,
-                latency_ns: latency as u64,
-                record: Some(layer7::Record::Http(Http {
-                    method: "GET".into(),
-                    url: path.into(),
-                    code,
-                    protocol: "HTTP/1.1".into(),
-                })),
-            });
+            f.l4 = tcp(FIN_PSH_ACK);
+            f.l7 = http_response("GET", path, code, latency);
         }
     }
 
     /// The backend calling out to the internet over TLS (only its side is seen).
     fn egress_to_world(&mut self, t: i64, client: &Pod) {
         let sport = 30_000 + self.rng.below(30_000) as u32;
-        let f = self.flow(
-            t,
-            client.node,
-            endpoint(client, sport),
-            world(443),
-            Protocol::Tcp,
-            ObservationPoint::FromEndpoint,
-            false,
-            TrafficDirection::Egress,
-        );
-        f.l4 = Some(Layer4 {
-            protocol: Protocol::Tcp as i32,
-            tcp_flags: 0x02,
-            ..Default::default()
-        });
+        let talk = Conversation {
+            client: client.endpoint(sport),
+            server: world(WORLD_IP, 443),
+            protocol: Protocol::Tcp,
+        };
+        let view = View::client(client.node);
+        self.rec.request(t, &view, &talk).l4 = tcp(SYN);
         let handshake = 9 * MS + self.rng.below(6) as i64 * MS;
-        let f = self.flow(
-            t + handshake,
-            client.node,
-            world(443),
-            endpoint(client, sport),
-            Protocol::Tcp,
-            ObservationPoint::ToEndpoint,
-            true,
-            TrafficDirection::Egress,
-        );
-        f.l4 = Some(Layer4 {
-            protocol: Protocol::Tcp as i32,
-            tcp_flags: 0x12,
-            handshake_ns: handshake as u64,
-            ..Default::default()
-        });
+        self.rec.reply(t + handshake, &view, &talk).l4 = syn_ack(handshake);
     }
 }
 
 fn main() -> io::Result<()> {
     let mut story = Story {
-        rng: Rng(0x5EED_CAFE_F00D_1234),
-        flows: Vec::new(),
+        rng: Rng::new(0x5EED_CAFE_F00D_1234),
+        rec: Recorder::default(),
     };
     let mut t = 0;
     while t < DURATION {
@@ -452,10 +200,6 @@ fn main() -> io::Result<()> {
         }
         t += SECOND;
     }
-    story.flows.sort_by_key(|f| f.time_ns);
-    let mut out = BufWriter::new(io::stdout().lock());
-    for flow in &story.flows {
-        skymap_proto::jsonl::write_flow(&mut out, flow)?;
-    }
-    out.flush()
+    let flows = story.rec.finish();
+    write_flows(&mut BufWriter::new(io::stdout().lock()), &flows)
 }

@@ -10,8 +10,8 @@ use skymap_relay::engine;
 use skymap_relay::metadata::Metadata;
 
 use super::{open_recording, report_rejects};
-use crate::output::graph::{GraphFormat, render_graph};
 use crate::{GraphArgs, GraphOutput, ZoomArg, conn};
+use skymap_tui::output::graph::{GraphFormat, render_graph};
 
 pub async fn run(args: GraphArgs) -> Result<ExitCode> {
     let zoom = match args.zoom {

@@ -3,7 +3,9 @@
 pub mod graph;
 pub mod observe;
 pub mod replay;
+pub mod snapshot;
 pub mod status;
+pub mod ui;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};

@@ -12,8 +12,8 @@ use skymap_proto::filter::FlowFilterSet;
 use skymap_proto::v1::{Flow, GetFlowsRequest, get_flows_response};
 
 use super::{now_ns, open_recording, parse_time, report_rejects};
-use crate::output::flows::{FlowFormat, FlowPrinter};
 use crate::{FlowOutput, ObserveArgs, RecordArgs, conn};
+use skymap_tui::output::flows::{FlowFormat, FlowPrinter};
 
 /// How many flows `observe` shows when asked for none in particular (as Hubble).
 const DEFAULT_LAST: u64 = 20;

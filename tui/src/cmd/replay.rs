@@ -10,10 +10,15 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use color_eyre::eyre::{Result, eyre};
+use std::io::BufRead;
+
+use skymap_proto::jsonl::{FlowReader, ReadReport};
+use skymap_proto::v1::ingest_client::IngestClient;
 use skymap_proto::v1::{Flow, FlowBatch, IngestSummary};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 
 use super::{now_ns, open_recording, report_rejects};
 use crate::{ReplayArgs, conn};
@@ -86,22 +91,79 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
         return Err(eyre!("--loop needs a file, not standard input"));
     }
     // Fail on an unreadable file before touching the relay.
-    let mut reader = open_recording(&args.file)?;
+    let reader = open_recording(&args.file)?;
     let client = conn::ingest(&args.relay).await?;
+    let options = Feed {
+        speed: args.speed,
+        repeat: args.repeat,
+        keep_time: args.keep_time,
+        batch: args.batch,
+        progress: Progress::new(),
+    };
+    let file = args.file.clone();
+    let fed = feed(
+        client,
+        reader,
+        || open_recording(&file),
+        options,
+        tokio::signal::ctrl_c(),
+    )
+    .await?;
+    report_rejects(&name, &fed.report);
+    eprintln!(
+        "replayed {} flows in {} batches{}",
+        fed.sent,
+        fed.summary.batches,
+        if fed.stopped { " (interrupted)" } else { "" }
+    );
+    if fed.report.flows == 0 && fed.report.rejected > 0 {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
+/// How to feed a recording.
+pub struct Feed {
+    pub speed: f64,
+    pub repeat: bool,
+    pub keep_time: bool,
+    pub batch: usize,
+    pub progress: Progress,
+}
+
+/// What a feed did.
+pub struct Fed {
+    pub sent: u64,
+    pub summary: IngestSummary,
+    /// What reading the last pass skipped.
+    pub report: ReadReport,
+    pub stopped: bool,
+}
+
+type Reader = FlowReader<Box<dyn BufRead + Send>>;
+
+/// Sends a recording's flows to a relay, one ingest stream per recorded
+/// node, at the recorded pace; with `repeat`, opens it again with `reopen`
+/// at the end, until `stop` completes.
+pub async fn feed<S: Future>(
+    client: IngestClient<Channel>,
+    mut reader: Reader,
+    mut reopen: impl FnMut() -> Result<Reader>,
+    options: Feed,
+    stop: S,
+) -> Result<Fed> {
     let mut nodes: HashMap<String, NodeStream> = HashMap::new();
     let mut pace = Pace {
-        speed: args.speed,
+        speed: options.speed,
         started: Instant::now(),
         started_ns: now_ns(),
         origin_ns: None,
         offset: Duration::ZERO,
     };
-    let progress = Progress::new();
+    let progress = options.progress;
     let mut sent: u64 = 0;
     let mut last_flush = Instant::now();
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
+    tokio::pin!(stop);
     let mut stopped = false;
 
     'passes: loop {
@@ -117,10 +179,10 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
                 last_flush = Instant::now();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = &mut interrupted => { stopped = true; break 'passes; }
+                    _ = &mut stop => { stopped = true; break 'passes; }
                 }
             }
-            if !args.keep_time {
+            if !options.keep_time {
                 flow.time_ns = pace.started_ns + i64::try_from(at.as_nanos()).unwrap_or(i64::MAX);
             }
             if flow.node_name.is_empty() {
@@ -134,7 +196,7 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
                 }
             };
             node.pending.push(flow);
-            if node.pending.len() >= args.batch {
+            if node.pending.len() >= options.batch {
                 node.flush().await?;
             }
             sent += 1;
@@ -144,23 +206,25 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
                 }
                 last_flush = Instant::now();
                 progress.show(sent, nodes.len(), reader.report().rejected);
-                if futures::FutureExt::now_or_never(&mut interrupted).is_some() {
+                if futures::FutureExt::now_or_never(&mut stop).is_some() {
                     stopped = true;
                     break 'passes;
                 }
             }
         }
-        if !args.repeat {
+        if !options.repeat {
             break;
         }
         if reader.report().flows == 0 {
-            return Err(eyre!("{name}: no flow could be read, nothing to loop over"));
+            return Err(eyre!(
+                "{}: no flow could be read, nothing to loop over",
+                reader.name()
+            ));
         }
         // The next pass starts where this one ended, one step later.
         pace.offset = last_offset + Duration::from_millis(1);
         pace.origin_ns = None;
-        report_rejects(&name, reader.report());
-        reader = open_recording(&args.file)?;
+        reader = reopen()?;
     }
 
     let mut summary = IngestSummary::default();
@@ -184,22 +248,15 @@ pub async fn run(args: ReplayArgs) -> Result<ExitCode> {
         }
     }
     progress.done();
-    report_rejects(&name, reader.report());
-    eprintln!(
-        "replayed {sent} flows in {} batches{}",
-        summary.batches,
-        if stopped { " (interrupted)" } else { "" }
-    );
-    if reader.report().flows == 0 && reader.report().rejected > 0 {
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(Fed {
+        sent,
+        summary,
+        report: reader.report().clone(),
+        stopped,
+    })
 }
 
-fn open_node(
-    client: &skymap_proto::v1::ingest_client::IngestClient<tonic::transport::Channel>,
-    name: &str,
-) -> NodeStream {
+fn open_node(client: &IngestClient<Channel>, name: &str) -> NodeStream {
     let (tx, rx) = mpsc::channel(16);
     let mut client = client.clone();
     let call = tokio::spawn(async move {
@@ -218,15 +275,21 @@ fn open_node(
 }
 
 /// A progress line on a terminal's stderr, at most a few times a second.
-struct Progress {
+pub struct Progress {
     enabled: bool,
 }
 
 impl Progress {
-    fn new() -> Self {
+    /// Shown when stderr is a terminal.
+    pub fn new() -> Self {
         Self {
             enabled: stderr().is_terminal(),
         }
+    }
+
+    /// Never shown (the explorer owns the terminal).
+    pub fn quiet() -> Self {
+        Self { enabled: false }
     }
 
     fn show(&self, sent: u64, nodes: usize, rejected: u64) {

@@ -7,8 +7,8 @@ use color_eyre::eyre::{Result, eyre};
 use skymap_proto::names::sanitize;
 use skymap_proto::v1::{NodeState, StatusRequest, StatusResponse};
 
-use crate::output::{duration, rfc3339};
 use crate::{StatusArgs, StatusOutput, conn};
+use skymap_tui::output::{duration, rfc3339};
 
 pub async fn run(args: StatusArgs) -> Result<ExitCode> {
     let mut client = conn::observer(&args.relay).await?;

@@ -201,7 +201,9 @@ pub fn compact_line(flow: &Flow) -> String {
     line
 }
 
-fn table_row(flow: &Flow) -> [String; 7] {
+/// `[time, node, source, destination, type, verdict, reason and summary]`,
+/// sanitized.
+pub fn table_row(flow: &Flow) -> [String; 7] {
     [
         compact_time(flow.time_ns),
         sanitize(&flow.node_name).into_owned(),

@@ -247,32 +247,59 @@ const ERROR_RATIO: f64 = 0.05;
 /// p95 latency above which an edge is [`Health::Warning`].
 const SLOW_P95: Duration = Duration::from_millis(500);
 
-/// The worst thing true of an edge, checked in this order:
+/// The worst thing true of an edge now, checked in this order:
 ///
-/// - `Dropped`: drops in the last 5 minutes (`rate_5m` or `rate_1m` has a
-///   non-zero drop rate). Old drops alone do not count, so an edge recovers
-///   once it has been clean for the window.
-/// - `Error`: `errors` is more than 5 % of the attempts that can fail
-///   (requests + DNS queries + connections), or any errors with no attempts.
+/// - `Dropped`: drops in the last minute (`rate_1m`). Older drops alone do
+///   not count, so an edge turns healthy a minute after the fix; the tree
+///   and the drops view still show that it dropped.
+/// - `Error`: [`error_ratio`] above 5 %.
 /// - `Warning`: request/response p95 latency above 500 ms.
 /// - `Ok` otherwise.
 pub fn health(edge: &Edge) -> Health {
-    if edge.rate_5m.drops_per_s > 0.0 || edge.rate_1m.drops_per_s > 0.0 {
+    if edge.rate_1m.drops_per_s > 0.0 {
         return Health::Dropped;
     }
-    let attempts = edge.requests + edge.dns_queries + edge.connections;
-    let failing = if attempts == 0 {
-        edge.errors > 0
-    } else {
-        edge.errors as f64 / attempts as f64 > ERROR_RATIO
-    };
-    if failing {
+    if error_ratio(edge).is_some_and(|ratio| ratio > ERROR_RATIO) {
         return Health::Error;
     }
     if edge.latency.is_some_and(|l| l.p95 > SLOW_P95) {
         return Health::Warning;
     }
     Health::Ok
+}
+
+/// The share of attempts on an edge that failed, `None` when nothing was
+/// attempted.
+///
+/// - DNS, once answers were seen: answers other than NOERROR and NXDOMAIN
+///   (SERVFAIL, REFUSED, ...) per answer. NXDOMAIN is a real answer, and a short name's search-path
+///   expansions produce several for every lookup that works.
+/// - With requests in the last minute: the relay's 1-minute error rate per
+///   request rate, so an edge recovers once its errors stop.
+/// - Otherwise all errors (5xx, refused connections, ERROR verdicts) per
+///   request and connection ever seen; any error with no attempt is 100 %.
+pub fn error_ratio(edge: &Edge) -> Option<f64> {
+    let answers: u64 = edge.dns_rcodes.iter().map(|(_, n)| n).sum();
+    if answers > 0 {
+        let failed: u64 = edge
+            .dns_rcodes
+            .iter()
+            .filter(|(name, _)| name != "NOERROR" && name != "NXDOMAIN")
+            .map(|(_, n)| n)
+            .sum();
+        return Some(failed as f64 / answers as f64);
+    }
+    if edge.rate_1m.requests_per_s > 0.0 {
+        return Some((edge.rate_1m.errors_per_s / edge.rate_1m.requests_per_s).min(1.0));
+    }
+    let attempts = edge.requests + edge.dns_queries + edge.connections;
+    if attempts > 0 {
+        Some((edge.errors as f64 / attempts as f64).min(1.0))
+    } else if edge.errors > 0 {
+        Some(1.0)
+    } else {
+        None
+    }
 }
 
 /// The graph as the relay last described it.

@@ -18,7 +18,9 @@ pub mod tree;
 pub use dns::{DnsRow, DnsSummary, SearchPathGroup};
 pub use drops::{DropRow, DropSummary};
 pub use flows::FlowLog;
-pub use graph::{Edge, Health, Latency, Node, NodeKind, Rates, ServiceGraph, Zoom, health};
+pub use graph::{
+    Edge, Health, Latency, Node, NodeKind, Rates, ServiceGraph, Zoom, error_ratio, health,
+};
 pub use tree::{NamespaceFilter, NamespaceTree, TreeRow};
 
 use skymap_proto::names::{ip_from_bytes, sanitize};
