@@ -99,6 +99,15 @@ const PAN: usize = 8;
 impl App {
     /// Acts on one key; returns what the runner must do.
     pub fn handle_key(&mut self, key: KeyEvent) -> Effect {
+        let before = self.selection.clone();
+        let effect = self.key(key);
+        if self.selection != before {
+            self.user_selected = true;
+        }
+        effect
+    }
+
+    fn key(&mut self, key: KeyEvent) -> Effect {
         if key.kind == KeyEventKind::Release {
             return Effect::None;
         }

@@ -189,6 +189,9 @@ pub struct App {
     pub map_area: (usize, usize),
     /// Centre the selection once the map's area is known (a new map).
     center_pending: bool,
+    /// The user has picked something; until then the explorer moves the
+    /// selection to the first dropped edge that appears.
+    user_selected: bool,
 }
 
 impl App {
@@ -231,6 +234,7 @@ impl App {
             offset: (0, 0),
             map_area: (0, 0),
             center_pending: false,
+            user_selected: false,
         }
     }
 
@@ -348,6 +352,9 @@ impl App {
                 self.model.restyle(layout);
             }
             self.fix_selection();
+            if !self.user_selected {
+                self.follow_trouble();
+            }
         }
         if self.layout_shape == Some(self.model.shape) {
             return None;
@@ -375,6 +382,11 @@ impl App {
             self.center_pending = true;
         }
         self.map_area_changed();
+    }
+
+    /// A new selection or map waits to be centred in the next frame.
+    pub fn wants_centering(&self) -> bool {
+        self.center_pending
     }
 
     /// Brings the selection into view: centred on a new map (once the map's
@@ -425,6 +437,23 @@ impl App {
         {
             self.center = None;
             self.model_stale = true;
+        }
+    }
+
+    /// Until the user picks something, the selection goes to the caller of
+    /// the first dropped edge as soon as there is one.
+    fn follow_trouble(&mut self) {
+        let dropped = self
+            .model
+            .pairs
+            .values()
+            .find(|p| p.health == crate::map::EdgeHealth::Dropped)
+            .map(|p| p.from.clone());
+        if let Some(id) = dropped
+            && self.selection.as_ref() != Some(&Selection::Node(id.clone()))
+        {
+            self.selection = Some(Selection::Node(id));
+            self.center_pending = true;
         }
     }
 

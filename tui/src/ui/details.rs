@@ -18,7 +18,7 @@ use crate::app::model::{graph_id, latency_text, rate_text, shown_rate};
 use crate::app::series::{self, LatencyPoint};
 use crate::app::{App, Pane, Selection};
 use crate::map::{FOCUS_OTHERS_ID, Glyphs};
-use crate::state::{Edge, Health, health};
+use crate::state::{Edge, Health, error_ratio, health};
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let block = super::pane_block(app, Pane::Details, "details".to_string());
@@ -357,7 +357,8 @@ fn latency_role(p95: Duration) -> Role {
     }
 }
 
-/// Per peer: rate, p95, error share, drops, health in words.
+/// Per peer: health in words, rate, p95, error share (as the map's health
+/// counts it), in 42 columns.
 fn breakdown(app: &App, title: &str, edges: Vec<&Edge>, by_source: bool) -> Vec<Line<'static>> {
     let mut peers: BTreeMap<String, Vec<&Edge>> = BTreeMap::new();
     for e in edges {
@@ -366,8 +367,8 @@ fn breakdown(app: &App, title: &str, edges: Vec<&Edge>, by_source: bool) -> Vec<
     }
     let mut lines = vec![Line::from(Span::styled(
         format!(
-            "{title:<18}{:>7} {:>6} {:>6} {:>7}  state",
-            "rate", "p95", "err%", "drops"
+            "{title:<13}{:<8}{:>8} {:>6} {:>5}",
+            "state", "rate", "p95", "err%"
         ),
         app.styles.get(Role::Header),
     ))];
@@ -393,25 +394,24 @@ fn breakdown(app: &App, title: &str, edges: Vec<&Edge>, by_source: bool) -> Vec<
             Health::Ok => ("ok", Role::Ok),
         };
         let rate: f64 = edges.iter().map(|e| shown_rate(e)).sum();
-        let pct = if s.attempts > 0 {
-            format!("{:.1}", s.errors as f64 * 100.0 / s.attempts as f64)
-        } else {
-            "-".to_string()
-        };
-        let name: String = name_of(app, &peer).chars().take(17).collect();
+        let pct = edges
+            .iter()
+            .filter_map(|e| error_ratio(e))
+            .reduce(f64::max)
+            .map_or_else(|| "-".to_string(), |r| format!("{:.1}", r * 100.0));
+        let name: String = name_of(app, &peer).chars().take(12).collect();
         lines.push(Line::from(vec![
-            Span::styled(format!("{name:<18}"), app.styles.get(Role::Workload)),
+            Span::styled(format!("{name:<13}"), app.styles.get(Role::Workload)),
+            Span::styled(format!("{word:<8}"), app.styles.get(role)),
             Span::styled(
                 format!(
-                    "{:>5}/s {:>6} {:>6} {:>7}  ",
+                    "{:>6}/s {:>6} {:>5}",
                     rate_text(rate),
                     s.p95.map_or_else(|| "-".to_string(), latency_text),
                     pct,
-                    s.dropped
                 ),
                 app.styles.get(Role::Text),
             ),
-            Span::styled(word, app.styles.get(role)),
         ]));
     }
     lines

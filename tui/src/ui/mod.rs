@@ -95,7 +95,7 @@ fn draw_map(frame: &mut Frame, area: Rect, app: &mut App) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let size = (usize::from(inner.width), usize::from(inner.height));
-    if app.map_area != size {
+    if app.map_area != size || app.wants_centering() {
         app.map_area = size;
         app.map_area_changed();
     }
