@@ -331,6 +331,11 @@ impl App {
         self.selection = None;
         self.layout = None;
         self.layout_shape = None;
+        // The relay replays its recent flows on the new streams; keeping the
+        // old copies would count them twice. Edge ids change with the zoom,
+        // so their histories go too.
+        self.flows.clear();
+        self.series = super::series::Series::default();
         self.invalidate();
         self.flash(format!(
             "zoom: {}",

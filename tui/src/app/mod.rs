@@ -276,7 +276,14 @@ impl App {
             return;
         }
         match event {
-            Event::State(state) => self.conn = state,
+            Event::State(state) => {
+                // On every (re)connection the relay replays its recent flows;
+                // what the log held would otherwise appear twice.
+                if matches!(state, ConnState::Connected { .. }) {
+                    self.flows.clear();
+                }
+                self.conn = state;
+            }
             Event::Graph(update) => {
                 self.graph.apply(update);
                 self.series.sample_graph(&self.graph);
