@@ -3,16 +3,18 @@
 //!
 //! A synthetic mesh, the same on every run: 1,000 workloads in 20 namespaces,
 //! in five tiers (edge, frontends, services, data, infrastructure), with 10,000
-//! edges: mostly one tier down, some skipping tiers, some calling back up (so
-//! there are cycles to break); about 80% healthy, the rest warning, error and
-//! dropped; about half labelled with a port.
+//! edges: mostly one tier down, 10% skipping a tier, 5% from any tier to any
+//! tier (calls back up, so there are cycles to break); about 80% healthy, the
+//! rest warning, error and dropped; about half labelled with a port.
 //!
 //! Prints the `layout()` time (it runs off the frame path, in a background
 //! thread) and, per viewport, the median and p99 of one frame: resetting a
 //! 240×70 buffer and rendering [`MapView`] into it.
 //!
 //! Run: `cargo bench -p skymap-tui --bench map_frame`. `MAP_BENCH_FRAMES` sets
-//! the frames timed per viewport (default 300).
+//! the frames timed per viewport (default 300); `MAP_BENCH_WILD_PERMILLE` the
+//! any-tier-to-any-tier edges per thousand (default 50; 0 gives a pure
+//! five-tier DAG).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -46,8 +48,9 @@ impl Rng {
     }
 }
 
-fn mesh() -> (Vec<MapNode>, Vec<MapEdge>) {
-    let mut rng = Rng(0x5EED_0F_5A_3A_u64);
+/// `wild_permille`: edges per thousand that go from any tier to any tier.
+fn mesh(wild_permille: usize) -> (Vec<MapNode>, Vec<MapEdge>) {
+    let mut rng = Rng(0x5EED_0F5A_u64);
     let mut tiers: Vec<Vec<usize>> = vec![Vec::new(); TIERS];
     let nodes: Vec<MapNode> = (0..WORKLOADS)
         .map(|i| {
@@ -66,10 +69,13 @@ fn mesh() -> (Vec<MapNode>, Vec<MapEdge>) {
     let mut edges = Vec::with_capacity(EDGES);
     while edges.len() < EDGES {
         let t = rng.below(TIERS - 1);
-        let target_tier = match rng.below(20) {
-            0 => rng.below(TIERS),           // anywhere, cycles included
-            1 | 2 => (t + 2).min(TIERS - 1), // skipping a tier
-            _ => t + 1,
+        let roll = rng.below(1000);
+        let target_tier = if roll < wild_permille {
+            rng.below(TIERS)
+        } else if roll < wild_permille + 100 {
+            (t + 2).min(TIERS - 1)
+        } else {
+            t + 1
         };
         let (Some(&from), Some(&to)) = (
             tiers[t].get(rng.below(tiers[t].len())),
@@ -97,21 +103,26 @@ fn mesh() -> (Vec<MapNode>, Vec<MapEdge>) {
     (nodes, edges)
 }
 
-/// The offset whose window holds the most route corners, on a coarse grid: the
-/// busiest part of the map.
+/// The offset whose window holds the most route corners, on a grid of quarter
+/// and half views: the busiest part of the map.
 fn busiest(l: &Layout) -> (usize, usize) {
-    let (w, h) = (usize::from(VIEW_W), usize::from(VIEW_H));
+    let (tw, th) = (usize::from(VIEW_W) / 4, usize::from(VIEW_H) / 2);
+    let (cols, rows) = (l.width / tw + 1, l.height / th + 1);
+    let mut tiles = vec![0usize; cols * rows];
+    for &(x, y) in l.routes.iter().flat_map(|r| r.points.iter()) {
+        if let Some(t) = tiles.get_mut((y / th) * cols + x / tw) {
+            *t += 1;
+        }
+    }
     let mut best = ((0, 0), 0);
-    for oy in (0..l.height.saturating_sub(h)).step_by(h / 2) {
-        for ox in (0..l.width.saturating_sub(w)).step_by(w / 4) {
-            let inside = l
-                .routes
-                .iter()
-                .flat_map(|r| r.points.iter())
-                .filter(|&&(x, y)| x >= ox && x < ox + w && y >= oy && y < oy + h)
-                .count();
+    for ty in 0..rows.saturating_sub(1) {
+        for tx in 0..cols.saturating_sub(3) {
+            let inside: usize = (ty..ty + 2)
+                .flat_map(|y| (tx..tx + 4).map(move |x| y * cols + x))
+                .map(|i| tiles[i])
+                .sum();
             if inside > best.1 {
-                best = ((ox, oy), inside);
+                best = ((tx * tw, ty * th), inside);
             }
         }
     }
@@ -128,7 +139,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
-    let (nodes, edges) = mesh();
+    let wild: usize = std::env::var("MAP_BENCH_WILD_PERMILLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let (nodes, edges) = mesh(wild);
 
     let started = Instant::now();
     let l = layout(&nodes, &edges);
@@ -144,8 +159,9 @@ fn main() {
         })
         .sum();
     let columns = l.boxes.iter().map(|b| b.layer + 1).max().unwrap_or(0);
+    let corners: usize = l.routes.iter().map(|r| r.points.len()).sum();
     println!(
-        "layout: {:.1} ms for {} workloads, {} edges -> {columns} columns, map {}x{} cells, {} groups, {} routes ({} route cells), {} crossings",
+        "layout: {:.1} ms for {} workloads, {} edges -> {columns} columns, map {}x{} cells, {} groups, {} routes ({corners} corners, {} cells), {} crossings",
         took.as_secs_f64() * 1e3,
         nodes.len(),
         edges.len(),

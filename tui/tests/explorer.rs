@@ -96,7 +96,7 @@ fn every_view_at_two_sizes_unicode_and_ascii() {
                 insta::assert_snapshot!(name.clone(), picture);
                 if glyphs == Glyphs::Ascii {
                     assert!(
-                        picture.chars().all(|c| c.is_ascii()),
+                        picture.is_ascii(),
                         "{name} has non-ASCII characters:\n{picture}"
                     );
                 }

@@ -4,6 +4,7 @@
 //! wherever lines meet the right join or crossing glyph comes out.
 
 use super::EdgeHealth;
+use super::index::{RouteIndex, Run};
 use super::layout::{DROPPED_WORD, Layout, MAX_LABEL, MAX_TEXT, Rect, text_width};
 
 /// Which characters to draw with.
@@ -115,39 +116,95 @@ const E: u8 = 2;
 const S: u8 = 4;
 const W: u8 = 8;
 
-/// Lines before they become glyphs.
+/// Lines before they become glyphs: connection masks of the window's cells.
 struct Lines {
     origin: (usize, usize),
     width: usize,
+    height: usize,
     mask: Vec<u8>,
     role: Vec<CellRole>,
 }
 
 impl Lines {
-    fn link(&mut self, a: (usize, usize), b: (usize, usize), role: CellRole, ends: [bool; 2]) {
-        let (da, db) = match (b.0 as isize - a.0 as isize, b.1 as isize - a.1 as isize) {
-            (1, 0) => (E, W),
-            (-1, 0) => (W, E),
-            (0, 1) => (S, N),
-            (0, -1) => (N, S),
-            _ => return,
+    fn new(window: &Rect) -> Self {
+        Self {
+            origin: (window.x, window.y),
+            width: window.w,
+            height: window.h,
+            mask: vec![0; window.w * window.h],
+            role: vec![CellRole::Empty; window.w * window.h],
+        }
+    }
+
+    /// The part of `run` inside the window along an axis starting at `origin`
+    /// and `len` long, in window coordinates.
+    fn clip(run: &Run, origin: usize, len: usize) -> std::ops::Range<usize> {
+        let lo = run.lo.max(origin);
+        let hi = run.hi.saturating_add(1).min(origin.saturating_add(len));
+        lo.saturating_sub(origin)..hi.saturating_sub(origin).max(lo.saturating_sub(origin))
+    }
+
+    /// Joins each cell of `run` to its neighbours along it; `fwd` and `back` are
+    /// the bits towards higher and lower coordinates.
+    fn each(&mut self, run: &Run, along_x: bool, at: usize, role: CellRole, [back, fwd]: [u8; 2]) {
+        let (origin, len, cross_origin, cross_len) = if along_x {
+            (self.origin.0, self.width, self.origin.1, self.height)
+        } else {
+            (self.origin.1, self.height, self.origin.0, self.width)
         };
-        for ((x, y), bit, is_end) in
-            [(a.0, a.1, da, ends[0]), (b.0, b.1, db, ends[1])].map(|(x, y, d, e)| ((x, y), d, e))
-        {
-            let (Some(x), Some(y)) = (x.checked_sub(self.origin.0), y.checked_sub(self.origin.1))
-            else {
-                continue;
-            };
-            if is_end || x >= self.width {
+        let Some(cross) = at.checked_sub(cross_origin).filter(|&c| c < cross_len) else {
+            return;
+        };
+        for local in Self::clip(run, origin, len) {
+            let pos = origin + local;
+            if (pos == run.lo && run.lo_is_end) || (pos == run.hi && run.hi_is_end) {
                 continue;
             }
-            let i = y * self.width + x;
-            let Some(m) = self.mask.get_mut(i) else {
-                continue;
+            let mut bits = 0;
+            if pos > run.lo {
+                bits |= back;
+            }
+            if pos < run.hi {
+                bits |= fwd;
+            }
+            let i = if along_x {
+                cross * self.width + local
+            } else {
+                local * self.width + cross
             };
-            *m |= bit;
-            self.role[i] = strongest(self.role[i], role);
+            if let (Some(m), Some(r)) = (self.mask.get_mut(i), self.role.get_mut(i)) {
+                *m |= bits;
+                *r = strongest(*r, role);
+            }
+        }
+    }
+
+    fn horizontal(&mut self, y: usize, run: &Run, role: CellRole) {
+        self.each(run, true, y, role, [W, E]);
+    }
+
+    fn vertical(&mut self, x: usize, run: &Run, role: CellRole) {
+        self.each(run, false, x, role, [N, S]);
+    }
+
+    /// A namespace frame's outline.
+    fn frame(&mut self, r: &Rect) {
+        if r.w < 2 || r.h < 2 {
+            return;
+        }
+        let (x1, y1) = (r.x + r.w - 1, r.y + r.h - 1);
+        let side = |lo, hi| Run {
+            route: 0,
+            lo,
+            hi,
+            lo_is_end: false,
+            hi_is_end: false,
+        };
+        for y in [r.y, y1] {
+            self.horizontal(y, &side(r.x, x1), CellRole::Group);
+        }
+        for x in [r.x, x1] {
+            self.vertical(x, &side(r.y, y1), CellRole::Group);
         }
     }
 }
@@ -236,6 +293,33 @@ fn line_glyph(mask: u8, role: CellRole, glyphs: Glyphs) -> char {
     }
 }
 
+/// The lines (namespace frames and edges) crossing `window`.
+fn collect_lines(layout: &Layout, index: &RouteIndex, window: &Rect) -> Lines {
+    let health = |route: usize| {
+        layout
+            .routes
+            .get(route)
+            .map_or(EdgeHealth::Ok, |r| r.health)
+    };
+    // Masks and roles combine the same in any order, so lines are collected by
+    // row and column rather than route by route.
+    let mut lines = Lines::new(window);
+    for frame in layout.groups.iter().filter(|g| g.rect.overlaps(window)) {
+        lines.frame(&frame.rect);
+    }
+    for y in window.y..window.y.saturating_add(window.h) {
+        for run in index.row(y) {
+            lines.horizontal(y, run, CellRole::Edge(health(run.route)));
+        }
+    }
+    for x in window.x..window.x.saturating_add(window.w) {
+        for run in index.col(x) {
+            lines.vertical(x, run, CellRole::Edge(health(run.route)));
+        }
+    }
+    lines
+}
+
 /// Cuts `text` to `width` cells, marking the cut.
 fn fit(text: &str, width: usize, glyphs: Glyphs) -> String {
     if text_width(text) <= width {
@@ -273,33 +357,18 @@ pub fn render_window(
     let (width, height) = (window.w, window.h);
     let mut canvas = Canvas::new(width, height);
     canvas.origin = (window.x, window.y);
-    let mut lines = Lines {
-        origin: canvas.origin,
-        width,
-        mask: vec![0; width * height],
-        role: vec![CellRole::Empty; width * height],
+    if width == 0 || height == 0 {
+        return canvas;
+    }
+    let y_end = window.y.saturating_add(height);
+    let rebuilt;
+    let index = if layout.index.fits(&layout.routes) {
+        &layout.index
+    } else {
+        rebuilt = RouteIndex::new(&layout.routes);
+        &rebuilt
     };
-
-    for frame in &layout.groups {
-        let perimeter = perimeter(&frame.rect);
-        for pair in perimeter.windows(2) {
-            lines.link(pair[0], pair[1], CellRole::Group, [false, false]);
-        }
-    }
-    let mut routes: Vec<_> = layout.routes.iter().collect();
-    routes.sort_by_key(|r| r.health);
-    for route in &routes {
-        let cells = route.cells();
-        let last = cells.len().saturating_sub(1);
-        for (i, pair) in cells.windows(2).enumerate() {
-            lines.link(
-                pair[0],
-                pair[1],
-                CellRole::Edge(route.health),
-                [i == 0, i + 1 == last],
-            );
-        }
-    }
+    let lines = collect_lines(layout, index, &window);
     for (i, (&mask, &role)) in lines.mask.iter().zip(&lines.role).enumerate() {
         if mask != 0 {
             canvas.set(
@@ -311,7 +380,7 @@ pub fn render_window(
         }
     }
 
-    for frame in &layout.groups {
+    for frame in layout.groups.iter().filter(|g| g.rect.overlaps(&window)) {
         let name = fit(&frame.name, frame.rect.w.saturating_sub(4), glyphs);
         if !name.is_empty() {
             canvas.text(
@@ -323,9 +392,9 @@ pub fn render_window(
         }
     }
 
-    for b in &layout.boxes {
+    for b in layout.boxes.iter().filter(|b| b.rect.overlaps(&window)) {
         let is_selected = selected == Some(b.id.as_str());
-        draw_box(&mut canvas, &b.rect, glyphs, is_selected);
+        draw_box(&mut canvas, &b.rect, &window, glyphs, is_selected);
         let (text_role, border_role) = if is_selected {
             (CellRole::Selected, CellRole::Selected)
         } else {
@@ -344,7 +413,13 @@ pub fn render_window(
         }
     }
 
-    for route in &layout.routes {
+    // Later routes' marks cover earlier ones', as when painting every route.
+    let mut marked: Vec<usize> = (window.y..y_end)
+        .flat_map(|y| index.marks(y).iter().copied())
+        .collect();
+    marked.sort_unstable();
+    marked.dedup();
+    for route in marked.iter().filter_map(|&i| layout.routes.get(i)) {
         let (ax, ay) = route.arrow();
         let arrow = match (glyphs, route.reversed) {
             (Glyphs::Unicode, false) => '▶',
@@ -388,20 +463,7 @@ pub fn render_window(
     canvas
 }
 
-/// Cells around a rectangle's edge, clockwise from the top-left, closed.
-fn perimeter(r: &Rect) -> Vec<(usize, usize)> {
-    if r.w < 2 || r.h < 2 {
-        return Vec::new();
-    }
-    let (x1, y1) = (r.x + r.w - 1, r.y + r.h - 1);
-    let mut cells: Vec<(usize, usize)> = (r.x..=x1).map(|x| (x, r.y)).collect();
-    cells.extend((r.y + 1..=y1).map(|y| (x1, y)));
-    cells.extend((r.x..x1).rev().map(|x| (x, y1)));
-    cells.extend((r.y..y1).rev().map(|y| (r.x, y)));
-    cells
-}
-
-fn draw_box(canvas: &mut Canvas, r: &Rect, glyphs: Glyphs, selected: bool) {
+fn draw_box(canvas: &mut Canvas, r: &Rect, window: &Rect, glyphs: Glyphs, selected: bool) {
     let [tl, tr, bl, br, h, v] = match (glyphs, selected) {
         (Glyphs::Unicode, false) => ['┌', '┐', '└', '┘', '─', '│'],
         (Glyphs::Unicode, true) => ['┏', '┓', '┗', '┛', '━', '┃'],
@@ -414,8 +476,11 @@ fn draw_box(canvas: &mut Canvas, r: &Rect, glyphs: Glyphs, selected: bool) {
         CellRole::Border
     };
     let (x1, y1) = (r.x + r.w - 1, r.y + r.h - 1);
-    for x in r.x..=x1 {
-        for y in r.y..=y1 {
+    // Only the part inside the window: a box with hundreds of ports is tall.
+    let xs = r.x.max(window.x)..=x1.min(window.x.saturating_add(window.w).saturating_sub(1));
+    let ys = r.y.max(window.y)..=y1.min(window.y.saturating_add(window.h).saturating_sub(1));
+    for x in xs {
+        for y in ys.clone() {
             let ch = match (x == r.x, x == x1, y == r.y, y == y1) {
                 (true, _, true, _) => tl,
                 (_, true, true, _) => tr,
@@ -428,5 +493,122 @@ fn draw_box(canvas: &mut Canvas, r: &Rect, glyphs: Glyphs, selected: bool) {
             let role = if ch == ' ' { CellRole::Empty } else { role };
             canvas.set(x, y, ch, role);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map::{MapEdge, MapNode, layout};
+
+    /// Lines the slow way, as the painter once did: every cell of every route and
+    /// frame, linked to the next.
+    fn reference(l: &Layout) -> (Vec<u8>, Vec<CellRole>) {
+        let mut lines = Lines::new(&Rect {
+            x: 0,
+            y: 0,
+            w: l.width,
+            h: l.height,
+        });
+        let mut link = |a: (usize, usize), b: (usize, usize), role, ends: [bool; 2]| {
+            let bits = match (b.0 as isize - a.0 as isize, b.1 as isize - a.1 as isize) {
+                (1, 0) => [E, W],
+                (-1, 0) => [W, E],
+                (0, 1) => [S, N],
+                (0, -1) => [N, S],
+                _ => return,
+            };
+            for ((x, y), bit, end) in [(a, bits[0], ends[0]), (b, bits[1], ends[1])] {
+                let i = y * l.width + x;
+                if !end && x < l.width {
+                    lines.mask[i] |= bit;
+                    lines.role[i] = strongest(lines.role[i], role);
+                }
+            }
+        };
+        for g in &l.groups {
+            let r = g.rect;
+            let (x1, y1) = (r.x + r.w - 1, r.y + r.h - 1);
+            let mut ring: Vec<(usize, usize)> = (r.x..=x1).map(|x| (x, r.y)).collect();
+            ring.extend((r.y + 1..=y1).map(|y| (x1, y)));
+            ring.extend((r.x..x1).rev().map(|x| (x, y1)));
+            ring.extend((r.y..y1).rev().map(|y| (r.x, y)));
+            for p in ring.windows(2) {
+                link(p[0], p[1], CellRole::Group, [false, false]);
+            }
+        }
+        for route in &l.routes {
+            let cells = route.cells();
+            let last = cells.len().saturating_sub(1);
+            for (i, p) in cells.windows(2).enumerate() {
+                link(
+                    p[0],
+                    p[1],
+                    CellRole::Edge(route.health),
+                    [i == 0, i + 1 == last],
+                );
+            }
+        }
+        (lines.mask, lines.role)
+    }
+
+    #[test]
+    fn indexed_lines_match_walking_every_route_cell() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut below = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n.max(1) as u64) as usize
+        };
+        let healths = [
+            EdgeHealth::Ok,
+            EdgeHealth::Warning,
+            EdgeHealth::Error,
+            EdgeHealth::Dropped,
+        ];
+        let mut windows = 0;
+        for round in 0..40 {
+            let n = 2 + below(60);
+            let nodes: Vec<MapNode> = (0..n)
+                .map(|i| MapNode {
+                    id: format!("n{i}"),
+                    label: format!("n{i}"),
+                    group: ["", "a", "b"][below(3)].to_string(),
+                    badge: None,
+                })
+                .collect();
+            let edges: Vec<MapEdge> = (0..below(3 * n))
+                .map(|_| MapEdge {
+                    from: format!("n{}", below(n)),
+                    to: format!("n{}", below(n)),
+                    label: None,
+                    health: healths[below(4)],
+                })
+                .collect();
+            let l = layout(&nodes, &edges);
+            let (mask, role) = reference(&l);
+            for _ in 0..20 {
+                let window = Rect {
+                    x: below(l.width + 4),
+                    y: below(l.height + 4),
+                    w: 1 + below(50),
+                    h: 1 + below(20),
+                };
+                let got = collect_lines(&l, &l.index, &window);
+                for i in 0..window.w * window.h {
+                    let (x, y) = (window.x + i % window.w, window.y + i / window.w);
+                    let j = y * l.width + x;
+                    let want = if x < l.width && y < l.height {
+                        (mask[j], role[j])
+                    } else {
+                        (0, CellRole::Empty)
+                    };
+                    assert_eq!((got.mask[i], got.role[i]), want, "round {round} ({x}, {y})");
+                }
+                windows += 1;
+            }
+        }
+        assert_eq!(windows, 800);
     }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use skymap_proto::names::sanitize;
 
+use super::index::RouteIndex;
 use super::route;
 use super::{EdgeHealth, MapEdge, MapNode};
 
@@ -136,9 +137,19 @@ pub struct Layout {
     pub height: usize,
     /// Edge crossings between neighbouring layers after ordering.
     pub crossings: usize,
+    /// The routes filed by row and column, for painting windows; see
+    /// [`Layout::reindex`].
+    pub(crate) index: RouteIndex,
 }
 
 impl Layout {
+    /// Refiles the routes after their geometry (`points`, `label_at`) was edited;
+    /// [`layout`] does it itself, and health or label changes need none. The
+    /// painter notices a different number of routes and copes, only slower.
+    pub fn reindex(&mut self) {
+        self.index = RouteIndex::new(&self.routes);
+    }
+
     /// The box of node `id`.
     pub fn node(&self, id: &str) -> Option<&NodeBox> {
         self.boxes
@@ -340,45 +351,73 @@ fn group_index(nodes: &[MapNode]) -> HashMap<String, usize> {
         .collect()
 }
 
-/// Marks the edges to turn around: back edges of a DFS started from the sources in
-/// id order (then from whatever is left, for graphs that are all cycle).
+/// Marks the edges to turn around so the rest is acyclic: the edges pointing
+/// backwards in a greedy feedback-arc-set order (Eades, Lin and Smyth): sinks go
+/// to the back, sources to the front, and otherwise the node with the most
+/// outgoing over incoming edges (the smaller index on ties) to the front.
+///
+/// Reversing only DFS back edges would also do, but a DFS snakes through every
+/// cycle and leaves paths as long as the graph: a mesh of five tiers with a few
+/// calls back up came out 200+ columns deep. This order keeps it near five.
 fn break_cycles(n: usize, ends: &[(usize, usize)]) -> Vec<bool> {
     let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut indegree = vec![0usize; n];
-    for (e, &(u, v)) in ends.iter().enumerate() {
-        out[u].push(e);
-        indegree[v] += 1;
+    let mut inc: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for &(u, v) in ends {
+        out[u].push(v);
+        inc[v].push(u);
     }
-    let mut reversed = vec![false; ends.len()];
-    // 0 = unseen, 1 = on the DFS stack, 2 = done.
-    let mut state = vec![0u8; n];
-    let roots = (0..n).filter(|&i| indegree[i] == 0).chain(0..n);
-    for root in roots {
-        if state[root] != 0 {
-            continue;
-        }
-        state[root] = 1;
-        let mut stack = vec![(root, 0usize)];
-        while let Some(top) = stack.last_mut() {
-            let (u, next) = *top;
-            let Some(&e) = out[u].get(next) else {
-                state[u] = 2;
-                stack.pop();
+    let mut outdeg: Vec<usize> = out.iter().map(Vec::len).collect();
+    let mut indeg: Vec<usize> = inc.iter().map(Vec::len).collect();
+    let mut removed = vec![false; n];
+    let mut front: Vec<usize> = Vec::with_capacity(n);
+    let mut back: Vec<usize> = Vec::new();
+    // Candidates are re-checked when popped, as degrees keep falling.
+    let mut sinks: Vec<usize> = (0..n).rev().filter(|&i| outdeg[i] == 0).collect();
+    let mut sources: Vec<usize> = (0..n).rev().filter(|&i| indeg[i] == 0).collect();
+    let mut left = n;
+    while left > 0 {
+        let next = if let Some(u) = sinks.pop() {
+            if removed[u] || outdeg[u] != 0 {
                 continue;
+            }
+            back.push(u);
+            u
+        } else if let Some(u) = sources.pop() {
+            if removed[u] || indeg[u] != 0 {
+                continue;
+            }
+            front.push(u);
+            u
+        } else {
+            let Some(u) = (0..n)
+                .filter(|&i| !removed[i])
+                .max_by_key(|&i| (outdeg[i] as isize - indeg[i] as isize, std::cmp::Reverse(i)))
+            else {
+                break;
             };
-            top.1 += 1;
-            let v = ends[e].1;
-            match state[v] {
-                0 => {
-                    state[v] = 1;
-                    stack.push((v, 0));
-                }
-                1 => reversed[e] = true,
-                _ => {}
+            front.push(u);
+            u
+        };
+        removed[next] = true;
+        left -= 1;
+        for &v in &out[next] {
+            indeg[v] -= 1;
+            if indeg[v] == 0 && !removed[v] {
+                sources.push(v);
+            }
+        }
+        for &w in &inc[next] {
+            outdeg[w] -= 1;
+            if outdeg[w] == 0 && !removed[w] {
+                sinks.push(w);
             }
         }
     }
-    reversed
+    let mut pos = vec![0usize; n];
+    for (i, &u) in front.iter().chain(back.iter().rev()).enumerate() {
+        pos[u] = i;
+    }
+    ends.iter().map(|&(u, v)| pos[u] > pos[v]).collect()
 }
 
 /// Layer of each node: the longest path to it from a source.
@@ -662,6 +701,7 @@ fn place(mut r: Ranked, crossings: usize) -> Layout {
         .collect();
 
     let routes = route::paths(&r, &channels, &col_x, &col_w, &widths);
+    let index = RouteIndex::new(&routes);
     Layout {
         boxes,
         groups,
@@ -669,6 +709,7 @@ fn place(mut r: Ranked, crossings: usize) -> Layout {
         width,
         height,
         crossings,
+        index,
     }
 }
 
@@ -799,6 +840,32 @@ mod tests {
         assert_eq!(
             layer_ids(&r),
             [vec!["src"], vec!["a"], vec!["b", "*"], vec!["c"]]
+        );
+    }
+
+    #[test]
+    fn calls_back_up_a_tier_do_not_deepen_the_map() {
+        // a calls three b's, each b calls every c, and each c calls one b back.
+        // A DFS from a snakes a, b1, c1, b2, c2, b3, c3 into seven columns.
+        let mut calls = vec![("a", "b1"), ("a", "b2"), ("a", "b3")];
+        for b in ["b1", "b2", "b3"] {
+            calls.extend(["c1", "c2", "c3"].map(|c| (b, c)));
+        }
+        calls.extend([("c1", "b2"), ("c2", "b3"), ("c3", "b1")]);
+        let ids = ["a", "b1", "b2", "b3", "c1", "c2", "c3"];
+        let (nodes, edges) = graph(&ids.map(|id| (id, "")), &calls);
+        let r = rank(&nodes, &edges);
+        assert_eq!(
+            layer_ids(&r),
+            [vec!["a"], vec!["b1", "b2", "b3"], vec!["c1", "c2", "c3"]]
+        );
+        assert_eq!(r.reversed.iter().filter(|&&rev| rev).count(), 3);
+        assert!(
+            r.edges
+                .iter()
+                .zip(&r.reversed)
+                .all(|(e, &rev)| rev == e.from.starts_with('c')),
+            "only the calls back up are turned"
         );
     }
 

@@ -9,8 +9,10 @@
 //! - `layout`: cycle breaking, ranking, ordering and geometry.
 //! - `route`: lanes in the routing channels and the cell paths of edges.
 //! - `canvas`: the grid and the painter.
+//! - `index`: routes filed by row and column, so a window costs its own size.
 
 mod canvas;
+mod index;
 mod layout;
 mod route;
 

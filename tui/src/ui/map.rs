@@ -129,8 +129,10 @@ impl Widget for &MapView<'_> {
             return;
         }
         let canvas = render_window(self.layout, self.glyphs, self.selected, window);
-        for (y, row) in (area.y..).zip((0..canvas.height()).map(|y| canvas.row(y))) {
-            for (x, &(ch, role)) in (area.x..).zip(row) {
+        // Canvas first in each zip, so the counters never step past the area's
+        // last cell (which may be `u16::MAX`).
+        for (row, y) in (0..canvas.height()).map(|y| canvas.row(y)).zip(area.y..) {
+            for (&(ch, role), x) in row.iter().zip(area.x..) {
                 if role == CellRole::Empty {
                     continue;
                 }
@@ -218,12 +220,13 @@ pub fn scroll_into_view(
     clamp_offset(layout, moved, view_w, view_h)
 }
 
-/// Cells between two spans on one axis; 0 when they overlap.
+/// How far apart two spans on one axis are: 0 when they share a cell, 1 when
+/// they touch, and so on.
 fn span_gap(a: usize, a_len: usize, b: usize, b_len: usize) -> usize {
     if b >= a + a_len {
-        b - (a + a_len)
+        b - (a + a_len) + 1
     } else if a >= b + b_len {
-        a - (b + b_len)
+        a - (b + b_len) + 1
     } else {
         0
     }
