@@ -374,7 +374,8 @@ fn header_says_reconnecting_and_paused_and_keeps_the_picture() {
     let flow = app.flows.iter().next().cloned().expect("a flow");
     app.apply(Event::Flow(flow));
     assert_eq!(app.flows.len(), paused_flows, "paused: queued, not shown");
-    assert!(text(&mut app, 120, 30).contains("PAUSED"));
+    let paused = text(&mut app, 120, 30);
+    assert_eq!(paused.matches("PAUSED").count(), 1, "{paused}");
     key(&mut app, KeyCode::Char('p'));
     assert!(app.flows.len() > paused_flows || app.flows.evicted() > 0);
 }

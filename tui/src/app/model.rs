@@ -307,3 +307,138 @@ pub fn latency_text(latency: Duration) -> String {
         format!("{:.0}s", (ms / 1000.0).min(9999.0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use skymap_proto::v1::{self, GraphEdge, GraphNode, GraphUpdate};
+
+    use super::*;
+
+    fn node(id: &str, kind: v1::NodeKind, ns: &str, name: &str) -> GraphNode {
+        GraphNode {
+            id: id.to_string(),
+            kind: kind as i32,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            ..GraphNode::default()
+        }
+    }
+
+    fn edge(from: &str, to: &str, port: u32) -> GraphEdge {
+        GraphEdge {
+            id: format!("{from}->{to}:{port}"),
+            source: from.to_string(),
+            destination: to.to_string(),
+            port,
+            flows: 1,
+            ..GraphEdge::default()
+        }
+    }
+
+    fn graph() -> ServiceGraph {
+        let mut graph = ServiceGraph::new();
+        graph.apply(GraphUpdate {
+            time_ns: 1,
+            full: true,
+            zoom: v1::Zoom::Workload as i32,
+            nodes: vec![
+                node("world", v1::NodeKind::World, "", "world"),
+                node("workload:shop/web", v1::NodeKind::Workload, "shop", "web"),
+                node(
+                    "workload:kube-system/dns",
+                    v1::NodeKind::Workload,
+                    "kube-system",
+                    "dns",
+                ),
+            ],
+            edges: vec![
+                edge("world", "workload:shop/web", 443),
+                edge("workload:shop/web", "world", 443),
+                edge("workload:shop/web", "workload:kube-system/dns", 53),
+                edge("workload:shop/web", "workload:kube-system/dns", 5353),
+            ],
+            ..GraphUpdate::default()
+        });
+        graph
+    }
+
+    #[test]
+    fn world_that_calls_and_is_called_becomes_two_boxes() {
+        let model = build(&graph(), &MapOptions::default());
+        let ids: Vec<&str> = model.nodes.iter().map(|n| n.id.as_str()).collect();
+        let caller = format!("world{AS_CALLER}");
+        assert!(
+            ids.contains(&"world") && ids.contains(&caller.as_str()),
+            "{ids:?}"
+        );
+        assert!(model.pair(&caller, "workload:shop/web").is_some());
+        assert!(model.pair("workload:shop/web", "world").is_some());
+        assert_eq!(graph_id(&caller), "world");
+        assert_eq!(model.map_source("world"), caller);
+        assert_eq!(model.map_source("workload:shop/web"), "workload:shop/web");
+        // Two ports between the same boxes are one map edge.
+        let dns = model
+            .pair("workload:shop/web", "workload:kube-system/dns")
+            .expect("pair");
+        assert_eq!(dns.edge_ids.len(), 2);
+        assert_eq!(model.edges.len(), 3);
+    }
+
+    #[test]
+    fn noise_and_namespaces_cut_the_map() {
+        let g = graph();
+        let quiet = build(
+            &g,
+            &MapOptions {
+                hide_noise: true,
+                ..MapOptions::default()
+            },
+        );
+        assert_eq!(quiet.hidden_noise, 1, "the DNS server");
+        assert!(
+            quiet
+                .nodes
+                .iter()
+                .all(|n| n.id != "workload:kube-system/dns")
+        );
+
+        let one = build(
+            &g,
+            &MapOptions {
+                namespaces: NamespaceFilter::One("kube-system".to_string()),
+                ..MapOptions::default()
+            },
+        );
+        let ids: Vec<&str> = one.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec!["workload:kube-system/dns", "workload:shop/web"],
+            "and its peers"
+        );
+        assert_ne!(one.shape, quiet.shape);
+    }
+
+    #[test]
+    fn figures_fit_their_widths() {
+        for (rate, text) in [
+            (0.0, "0"),
+            (0.44, "0.4"),
+            (12.3, "12"),
+            (1234.0, "1.2k"),
+            (56_000.0, "56k"),
+            (3e7, "30M"),
+        ] {
+            assert_eq!(rate_text(rate), text);
+        }
+        for (us, text) in [
+            (850, "850us"),
+            (4_500, "4.5ms"),
+            (45_000, "45ms"),
+            (1_200_000, "1.2s"),
+            (42_000_000, "42s"),
+        ] {
+            assert_eq!(latency_text(Duration::from_micros(us)), text);
+            assert!(text.len() <= 5);
+        }
+    }
+}

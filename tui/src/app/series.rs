@@ -139,12 +139,14 @@ impl Series {
     }
 
     /// Latency percentiles per slot for calls from any of `clients` (any
-    /// caller when `None`) to any of `servers` (keys as [`node_key`] makes
-    /// them), oldest first, only slots with samples.
+    /// caller when `None`) to any of `servers`, oldest first, only slots
+    /// with samples. Keys are as [`node_key`] makes them, or `NS/` for a
+    /// whole namespace (see [`key_matches`]).
     pub fn latency(&self, clients: Option<&[String]>, servers: &[String]) -> Vec<LatencyPoint> {
         let mut by_slot: std::collections::BTreeMap<i64, Vec<u32>> = Default::default();
         for ((client, server), ring) in &self.latency {
-            if clients.is_some_and(|c| !c.contains(client)) || !servers.contains(server) {
+            let any = |wanted: &[String], key: &str| wanted.iter().any(|w| key_matches(w, key));
+            if clients.is_some_and(|c| !any(c, client)) || !any(servers, server) {
                 continue;
             }
             for (slot, samples) in &ring.slots {
@@ -168,6 +170,17 @@ impl Series {
                 }
             })
             .collect()
+    }
+}
+
+/// Whether flow key `key` belongs to `wanted`: the same key, or any key in
+/// the namespace when `wanted` is `NS/` (a node at namespace zoom).
+pub fn key_matches(wanted: &str, key: &str) -> bool {
+    match wanted.strip_suffix('/') {
+        Some(namespace) => key
+            .strip_prefix(namespace)
+            .is_some_and(|rest| rest.starts_with('/')),
+        None => wanted == key,
     }
 }
 
@@ -197,4 +210,94 @@ pub(crate) fn flow_key(endpoint: Option<&skymap_proto::v1::Endpoint>) -> String 
         return node_key(&sanitize(&endpoint.namespace), &sanitize(name));
     }
     sanitize(&endpoint.reserved).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use skymap_proto::v1::{Endpoint, Layer7, Workload};
+
+    use super::*;
+
+    fn endpoint(ns: &str, workload: &str) -> Endpoint {
+        Endpoint {
+            namespace: ns.to_string(),
+            pod_name: format!("{workload}-0"),
+            workload: Some(Workload {
+                name: workload.to_string(),
+                kind: "Deployment".to_string(),
+            }),
+            ..Endpoint::default()
+        }
+    }
+
+    fn response(time_ns: i64, latency_ms: u64) -> Flow {
+        Flow {
+            time_ns,
+            is_reply: true,
+            // A reply travels server -> client.
+            source: Some(endpoint("shop", "catalog")),
+            destination: Some(endpoint("shop", "frontend")),
+            l7: Some(Layer7 {
+                latency_ns: latency_ms * 1_000_000,
+                ..Layer7::default()
+            }),
+            ..Flow::default()
+        }
+    }
+
+    #[test]
+    fn namespace_keys_match_their_workloads_only() {
+        assert!(key_matches("shop/", "shop/frontend"));
+        assert!(!key_matches("shop/", "shopping/frontend"));
+        assert!(!key_matches("shop/", "shop"));
+        assert!(key_matches("shop/frontend", "shop/frontend"));
+        assert!(!key_matches("shop/frontend", "shop/frontend-v2"));
+    }
+
+    #[test]
+    fn latency_percentiles_per_slot_and_by_caller() {
+        let mut series = Series::default();
+        for ms in 1..=100 {
+            series.observe_flow(&response(7 * SLOT_NS + 1, ms));
+        }
+        // A later slot, slower.
+        series.observe_flow(&response(8 * SLOT_NS, 400));
+        // No latency: ignored.
+        series.observe_flow(&response(8 * SLOT_NS, 0));
+
+        let servers = vec!["shop/catalog".to_string()];
+        let points = series.latency(Some(&["shop/frontend".to_string()]), &servers);
+        assert_eq!(
+            points,
+            vec![
+                LatencyPoint {
+                    slot: 7,
+                    p50_us: 50_000,
+                    p95_us: 95_000,
+                    p99_us: 99_000
+                },
+                LatencyPoint {
+                    slot: 8,
+                    p50_us: 400_000,
+                    p95_us: 400_000,
+                    p99_us: 400_000
+                },
+            ]
+        );
+        assert_eq!(series.latency(None, &["shop/".to_string()]).len(), 2);
+        assert!(
+            series
+                .latency(Some(&["shop/cart".to_string()]), &servers)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn late_samples_do_not_rewrite_history_and_old_slots_age_out() {
+        let mut ring: Ring<u32> = Ring::default();
+        *ring.at(10).expect("new slot") = 1;
+        assert!(ring.at(9).is_none(), "older than the newest slot");
+        *ring.at(10 + SLOTS as i64).expect("a window later") = 2;
+        assert_eq!(ring.slots.len(), 1, "slot 10 fell out of the window");
+    }
 }

@@ -87,10 +87,6 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
         format!("{ns}, {zoom}"),
         styles.get(Role::Namespace),
     ));
-    if app.is_paused() {
-        spans.push(Span::raw(" "));
-        spans.push(Span::styled(" PAUSED ", styles.get(Role::Paused)));
-    }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
