@@ -145,3 +145,55 @@ const ANSI: [Color; 16] = [
     Color::LightCyan,
     Color::White,
 ];
+
+#[cfg(test)]
+mod tests {
+    use skymap_themes::{builtin, builtin_names};
+
+    use super::*;
+
+    fn colours(styles: &Styles) -> Vec<Color> {
+        Role::ALL
+            .iter()
+            .flat_map(|&role| [styles.get(role).fg, styles.get(role).bg])
+            .flatten()
+            .collect()
+    }
+
+    #[test]
+    fn every_theme_degrades_to_what_the_terminal_shows() {
+        for name in builtin_names() {
+            let theme = builtin(name).expect("builtin");
+            let true_colour = colours(&Styles::new(&theme, ColorDepth::TrueColor));
+            assert!(
+                true_colour.iter().any(|c| matches!(c, Color::Rgb(..))),
+                "{name} uses truecolor"
+            );
+            let c256 = colours(&Styles::new(&theme, ColorDepth::Ansi256));
+            assert!(
+                c256.iter().all(|c| !matches!(c, Color::Rgb(..))),
+                "{name} at 256"
+            );
+            let c16 = colours(&Styles::new(&theme, ColorDepth::Ansi16));
+            assert!(
+                c16.iter()
+                    .all(|c| !matches!(c, Color::Rgb(..) | Color::Indexed(_))),
+                "{name} at 16: {c16:?}"
+            );
+            let none = Styles::new(&theme, ColorDepth::None);
+            assert!(colours(&none).is_empty(), "{name} without colour");
+            assert!(
+                none.get(Role::Selection)
+                    .add_modifier
+                    .contains(Modifier::REVERSED)
+            );
+            assert!(
+                none.map()
+                    .dropped
+                    .line
+                    .add_modifier
+                    .contains(Modifier::BOLD)
+            );
+        }
+    }
+}
