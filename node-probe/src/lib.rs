@@ -1,2 +1,10 @@
-//! skymap-probe: the eBPF node probe. Filled by the node-probe issue; it
-//! will stream `skymap_proto::v1::FlowBatch`es to the relay.
+//! skymap-probe: the eBPF node probe. It will stream
+//! `skymap_proto::v1::FlowBatch`es to the relay.
+//!
+//! This first slice is the userspace side that needs no kernel: [`event`]
+//! decodes the ring-buffer records laid out in `bpf/events.h`, and [`dns`]
+//! and [`http`] parse the payload snippets that payload events carry.
+
+pub mod dns;
+pub mod event;
+pub mod http;
