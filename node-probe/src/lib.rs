@@ -4,9 +4,11 @@
 //! This first slice is the userspace side that needs no kernel: [`event`]
 //! decodes the ring-buffer records laid out in `bpf/events.h`, and [`dns`]
 //! and [`http`] parse the payload snippets that payload events carry;
-//! [`reasons`] names the kernel's drop reasons from its own BTF or tracefs.
+//! [`reasons`] names the kernel's drop reasons from its own BTF or tracefs;
+//! [`preflight`] checks capabilities and kernel features before loading.
 
 pub mod dns;
 pub mod event;
 pub mod http;
+pub mod preflight;
 pub mod reasons;

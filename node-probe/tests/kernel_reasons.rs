@@ -30,3 +30,13 @@ fn the_running_kernel_names_its_drop_reasons() {
         }
     }
 }
+
+/// The probe's own check passes on the machines CI and the lab run on (root,
+/// a kernel with BTF and drop reasons); elsewhere it says what is missing.
+#[test]
+fn preflight_passes_as_root_on_this_kernel() {
+    let facts = skymap_node_probe::preflight::Facts::gather();
+    if let Err(e) = skymap_node_probe::preflight::check(&facts) {
+        panic!("{e} (these tests run as root, as CI does)");
+    }
+}
