@@ -5,10 +5,12 @@
 //! decodes the ring-buffer records laid out in `bpf/events.h`, and [`dns`]
 //! and [`http`] parse the payload snippets that payload events carry;
 //! [`reasons`] names the kernel's drop reasons from its own BTF or tracefs;
-//! [`preflight`] checks capabilities and kernel features before loading.
+//! [`preflight`] checks capabilities and kernel features before loading;
+//! [`loader`] loads the programs with aya, attaches them and reads events.
 
 pub mod dns;
 pub mod event;
 pub mod http;
+pub mod loader;
 pub mod preflight;
 pub mod reasons;
