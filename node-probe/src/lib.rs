@@ -6,11 +6,12 @@
 //! and [`http`] parse the payload snippets that payload events carry;
 //! [`reasons`] names the kernel's drop reasons from its own BTF or tracefs;
 //! [`preflight`] checks capabilities and kernel features before loading;
-//! [`loader`] loads the programs with aya, attaches them and reads events.
+//! [`assemble`] turns decoded events into `skymap.v1` flow records.
 
 pub mod dns;
 pub mod event;
 pub mod http;
 pub mod loader;
+pub mod netns;
 pub mod preflight;
 pub mod reasons;

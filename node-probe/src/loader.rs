@@ -7,6 +7,7 @@
 //! links, which leave no filters or qdiscs behind).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::tc::{self, SchedClassifierLinkId, TcAttachType};
@@ -15,6 +16,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use tokio::io::unix::AsyncFd;
 
 use crate::event::{self, Event};
+use crate::netns;
 
 /// The compiled kernel programs (see `bpf/build.sh`).
 pub static OBJECT: &[u8] = include_bytes!("../bpf/probe.bpf.o");
@@ -63,6 +65,8 @@ pub enum LoadError {
     Btf(String),
     #[error("interface {interface}: {message}")]
     Interface { interface: String, message: String },
+    #[error("{0}")]
+    Netns(#[from] netns::NetnsError),
     #[error("ring buffer: {0}")]
     Ring(#[from] std::io::Error),
 }
@@ -76,8 +80,16 @@ fn program_error(what: impl Into<String>) -> impl FnOnce(ProgramError) -> LoadEr
 pub struct Probe {
     ebpf: Ebpf,
     ring: Option<AsyncFd<RingBuf<MapData>>>,
-    /// Interface → its (ingress, egress) links.
-    attached: BTreeMap<String, (SchedClassifierLinkId, SchedClassifierLinkId)>,
+    /// Interface (`NETNS:IFACE` in another namespace) → its links.
+    attached: BTreeMap<String, Links>,
+}
+
+/// One interface's two TC links.
+#[derive(Debug)]
+struct Links {
+    ingress: SchedClassifierLinkId,
+    egress: SchedClassifierLinkId,
+    l3: bool,
 }
 
 impl std::fmt::Debug for Probe {
@@ -108,7 +120,8 @@ impl Probe {
             .load(OBJECT)?;
 
         let mut config: Array<_, u64> = Array::try_from(
-            ebpf.map_mut("config").ok_or_else(|| missing_map("config"))?,
+            ebpf.map_mut("config")
+                .ok_or_else(|| missing_map("config"))?,
         )
         .map_err(|e| map_error("config", e))?;
         config
@@ -124,7 +137,9 @@ impl Probe {
                 .ok_or_else(|| missing_program(name))?
                 .try_into()
                 .map_err(program_error(name))?;
-            program.load().map_err(program_error(format!("loading {name}")))?;
+            program
+                .load()
+                .map_err(program_error(format!("loading {name}")))?;
         }
 
         let btf = Btf::from_sys_fs().map_err(|e| LoadError::Btf(e.to_string()))?;
@@ -136,10 +151,15 @@ impl Probe {
         drops
             .load("kfree_skb", &btf)
             .map_err(program_error("loading kfree_skb"))?;
-        drops.attach().map_err(program_error("attaching kfree_skb"))?;
+        drops
+            .attach()
+            .map_err(program_error("attaching kfree_skb"))?;
 
-        let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| missing_map("events"))?)
-            .map_err(|e| map_error("events", e))?;
+        let ring = RingBuf::try_from(
+            ebpf.take_map("events")
+                .ok_or_else(|| missing_map("events"))?,
+        )
+        .map_err(|e| map_error("events", e))?;
         Ok(Self {
             ebpf,
             ring: Some(watch(ring)?),
@@ -147,19 +167,45 @@ impl Probe {
         })
     }
 
-    /// Attaches the TC programs to `interface` in this thread's network
-    /// namespace, both directions. Devices without an Ethernet header get the
-    /// `_l3` programs.
+    /// Attaches the TC programs to `interface` in this process's network
+    /// namespace, both directions. Devices without an Ethernet header (sysfs
+    /// type 65534: tun, wireguard) get the `_l3` programs.
     pub fn attach(&mut self, interface: &str) -> Result<(), LoadError> {
+        let kind =
+            std::fs::read_to_string(format!("/sys/class/net/{interface}/type")).map_err(|e| {
+                LoadError::Interface {
+                    interface: interface.to_string(),
+                    message: e.to_string(),
+                }
+            })?;
+        self.attach_with(interface, kind.trim() == "65534")
+    }
+
+    /// Attaches to `interface` inside the network namespace at `netns`.
+    /// sysfs shows the probe's own namespace, not that one, so the device is
+    /// taken to carry Ethernet headers (veth pairs, which is what pods use).
+    pub fn attach_in(&mut self, netns: &Path, interface: &str) -> Result<(), LoadError> {
+        let key = format!("{}:{interface}", netns.display());
+        if self.attached.contains_key(&key) {
+            return Ok(());
+        }
+        let links = netns::run_in(netns, || self.links(interface, false))??;
+        self.attached.insert(key, links);
+        Ok(())
+    }
+
+    fn attach_with(&mut self, interface: &str, l3: bool) -> Result<(), LoadError> {
         if self.attached.contains_key(interface) {
             return Ok(());
         }
-        let l3 = std::fs::read_to_string(format!("/sys/class/net/{interface}/type"))
-            .map(|t| t.trim() == "65534")
-            .map_err(|e| LoadError::Interface {
-                interface: interface.to_string(),
-                message: e.to_string(),
-            })?;
+        let links = self.links(interface, l3)?;
+        self.attached.insert(interface.to_string(), links);
+        Ok(())
+    }
+
+    /// Attaches both programs to `interface` in the calling thread's
+    /// namespace.
+    fn links(&mut self, interface: &str, l3: bool) -> Result<Links, LoadError> {
         // Kernels before 6.6 attach through the clsact qdisc; it may exist.
         let _ = tc::qdisc_add_clsact(interface);
         let suffix = if l3 { "_l3" } else { "" };
@@ -176,17 +222,25 @@ impl Probe {
         };
         let ingress = link(format!("tc_ingress{suffix}"), TcAttachType::Ingress)?;
         let egress = link(format!("tc_egress{suffix}"), TcAttachType::Egress)?;
-        self.attached
-            .insert(interface.to_string(), (ingress, egress));
-        Ok(())
+        Ok(Links {
+            ingress,
+            egress,
+            l3,
+        })
     }
 
-    /// Detaches from `interface` (it may already be gone).
+    /// Detaches from `interface` (`NETNS:IFACE` for one attached with
+    /// [`Probe::attach_in`]); it may already be gone.
     pub fn detach(&mut self, interface: &str) {
-        let Some((ingress, egress)) = self.attached.remove(interface) else {
+        let Some(Links {
+            ingress,
+            egress,
+            l3,
+        }) = self.attached.remove(interface)
+        else {
             return;
         };
-        let suffix = if self.is_l3(interface) { "_l3" } else { "" };
+        let suffix = if l3 { "_l3" } else { "" };
         for (name, id) in [
             (format!("tc_ingress{suffix}"), ingress),
             (format!("tc_egress{suffix}"), egress),
@@ -201,11 +255,7 @@ impl Probe {
         }
     }
 
-    fn is_l3(&self, interface: &str) -> bool {
-        std::fs::read_to_string(format!("/sys/class/net/{interface}/type"))
-            .is_ok_and(|t| t.trim() == "65534")
-    }
-
+    /// What is attached: interface names, `NETNS:IFACE` in other namespaces.
     pub fn attached(&self) -> impl Iterator<Item = &str> {
         self.attached.keys().map(String::as_str)
     }

@@ -58,7 +58,10 @@ async fn loopback_connects_requests_and_a_refusal() {
         let _ = stream.read_to_end(&mut reply);
         assert!(reply.starts_with(b"HTTP/1.1 200"));
     }
-    assert!(TcpStream::connect(("127.0.0.1", closed)).is_err(), "nothing listens");
+    assert!(
+        TcpStream::connect(("127.0.0.1", closed)).is_err(),
+        "nothing listens"
+    );
     server.join().expect("server");
 
     let mut events = Vec::new();
@@ -92,7 +95,11 @@ async fn loopback_connects_requests_and_a_refusal() {
     }
     // Both directions of every connection start a flow and close it.
     assert_eq!(kinds.get("new"), Some(&(2 * HOOKS * CONNECTS)), "{kinds:?}");
-    assert_eq!(kinds.get("close"), Some(&(2 * HOOKS * CONNECTS)), "{kinds:?}");
+    assert_eq!(
+        kinds.get("close"),
+        Some(&(2 * HOOKS * CONNECTS)),
+        "{kinds:?}"
+    );
     let handshakes: Vec<u64> = events
         .iter()
         .filter(ours(port))
@@ -152,7 +159,11 @@ async fn loopback_connects_requests_and_a_refusal() {
     while !our_programs().is_empty() && Instant::now() < gone {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(our_programs().is_empty(), "left behind: {:?}", our_programs());
+    assert!(
+        our_programs().is_empty(),
+        "left behind: {:?}",
+        our_programs()
+    );
 }
 
 fn kind_name(body: &EventBody) -> &'static str {
