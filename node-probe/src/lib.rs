@@ -8,6 +8,7 @@
 //! [`preflight`] checks capabilities and kernel features before loading;
 //! [`assemble`] turns decoded events into `skymap.v1` flow records.
 
+pub mod assemble;
 pub mod dns;
 pub mod event;
 pub mod http;
