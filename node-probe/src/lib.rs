@@ -16,3 +16,4 @@ pub mod loader;
 pub mod netns;
 pub mod preflight;
 pub mod reasons;
+pub mod ship;

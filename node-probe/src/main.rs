@@ -1,0 +1,340 @@
+//! `skymap-probe`: runs on every node, turns the kernel's view of the node's
+//! traffic into flow records and streams them to the relay.
+//!
+//! The loop: check privileges, load and attach the programs, then read the
+//! ring buffer, assemble flows and hand them to the shipper, which never
+//! blocks the reader. Every two seconds it attaches to interfaces that
+//! appeared, detaches from ones that left, and reports the losses counted in
+//! the kernel, while decoding and while assembling. Ctrl-C or SIGTERM detach
+//! everything before exiting.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use color_eyre::eyre::{Result, WrapErr, eyre};
+use skymap_node_probe::assemble::{Assembler, Attachment, Interface, Limits};
+use skymap_node_probe::loader::{LoadOptions, Probe};
+use skymap_node_probe::netns;
+use skymap_node_probe::preflight::{self, Facts};
+use skymap_node_probe::reasons::DropReasons;
+use skymap_node_probe::ship::Shipper;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// skymap-probe: eBPF flows, drops and latency from this node, streamed to the relay.
+#[derive(Debug, Parser)]
+#[command(name = "skymap-probe", version)]
+struct Args {
+    /// Relay address: http://HOST:PORT.
+    #[arg(long, env = "SKYMAP_RELAY", default_value = "http://127.0.0.1:4245")]
+    relay: String,
+    /// This node's name, as the relay and Kubernetes know it (default: the hostname).
+    #[arg(long, env = "SKYMAP_NODE")]
+    node: Option<String>,
+    /// Interfaces to watch, by name or glob (repeatable); default every interface but lo.
+    #[arg(long = "iface", value_name = "GLOB")]
+    ifaces: Vec<String>,
+    /// Also watch the interfaces (matching --iface) inside this network namespace (repeatable),
+    /// e.g. /run/netns/NAME or /proc/PID/ns/net.
+    #[arg(long = "netns", value_name = "PATH")]
+    netns: Vec<PathBuf>,
+    /// Ring buffer size in bytes (a power of two).
+    #[arg(long, default_value_t = 1 << 22)]
+    ring_bytes: u32,
+    /// How often long flows report their counters.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    flush: Duration,
+    /// Flows kept while the relay is away (oldest dropped and counted beyond it).
+    #[arg(long, default_value_t = 100_000)]
+    buffer: usize,
+    /// Do not copy DNS and HTTP payload snippets (no L7 records, no request latency).
+    #[arg(long)]
+    no_payloads: bool,
+}
+
+/// How often interfaces are rescanned and losses reported.
+const HOUSEKEEPING: Duration = Duration::from_secs(2);
+
+fn main() -> ExitCode {
+    if let Err(e) = color_eyre::install() {
+        eprintln!("skymap-probe: {e}");
+    }
+    let args = Args::parse();
+    // Before anything is loaded: one message with everything missing.
+    if let Err(e) = preflight::check(&Facts::gather()) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skymap-probe: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("skymap-probe: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let node = match &args.node {
+        Some(node) => node.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .wrap_err("no --node given and the hostname is unreadable")?,
+    };
+    let reasons = DropReasons::from_kernel()?;
+    let mut probe = Probe::load(&LoadOptions {
+        ring_bytes: args.ring_bytes,
+        flush_ns: u64::try_from(args.flush.as_nanos()).unwrap_or(u64::MAX),
+        payloads: !args.no_payloads,
+    })?;
+    let mut assembler = Assembler::new(&node, reasons, boot_to_unix_ns()?, Limits::default());
+    let shipper = Shipper::spawn(args.relay.clone(), node.clone(), args.buffer);
+    let mut watched = Watched::default();
+    watched.rescan(&args, &mut probe, &mut assembler);
+    if watched.attached.is_empty() {
+        return Err(eyre!(
+            "no interface matches {:?}{}",
+            globs(&args),
+            if args.netns.is_empty() {
+                ""
+            } else {
+                " (here or in the --netns namespaces)"
+            }
+        ));
+    }
+    eprintln!(
+        "skymap-probe: node {node}, watching {}, sending to {}",
+        watched
+            .attached
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.relay
+    );
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    let mut losses = Losses::default();
+    let mut flows = Vec::new();
+    loop {
+        tokio::select! {
+            batch = probe.read() => {
+                let batch = batch?;
+                for event in &batch.events {
+                    assembler.push_into(event, &mut flows);
+                }
+                shipper.send(std::mem::take(&mut flows));
+                shipper.add_losses([("probe-decode", batch.undecodable)]);
+            }
+            _ = tick.tick() => {
+                watched.rescan(&args, &mut probe, &mut assembler);
+                assembler.expire(monotonic_ns()?);
+                shipper.add_losses(losses.since_last(&probe, &assembler));
+            }
+            _ = &mut interrupt => break,
+            _ = terminate.recv() => break,
+        }
+    }
+    // Detach first, then give the relay a moment for what is queued.
+    drop(probe);
+    shipper.flush(Duration::from_secs(2)).await;
+    Ok(())
+}
+
+fn globs(args: &Args) -> Vec<String> {
+    if args.ifaces.is_empty() {
+        vec!["* (but lo)".to_string()]
+    } else {
+        args.ifaces.clone()
+    }
+}
+
+fn wanted(args: &Args, name: &str) -> bool {
+    if args.ifaces.is_empty() {
+        return name != "lo";
+    }
+    args.ifaces.iter().any(|glob| netns::glob_match(glob, name))
+}
+
+/// What is attached, keyed as [`Probe::attached`] names it.
+#[derive(Debug, Default)]
+struct Watched {
+    attached: BTreeMap<String, (u32, u32)>,
+    failed: BTreeSet<String>,
+}
+
+impl Watched {
+    /// Attaches to new matching interfaces and forgets vanished ones.
+    fn rescan(&mut self, args: &Args, probe: &mut Probe, assembler: &mut Assembler) {
+        let mut present = BTreeSet::new();
+        let host_ino = netns_ino(Path::new("/proc/self/ns/net"));
+        for name in netns::interfaces() {
+            if !wanted(args, &name) {
+                continue;
+            }
+            present.insert(name.clone());
+            let attachment = if name.starts_with("veth")
+                || name.starts_with("lxc")
+                || name.starts_with("cali")
+            {
+                Attachment::HostVeth
+            } else {
+                Attachment::Uplink
+            };
+            let ifindex = nix::net::if_::if_nametoindex(name.as_str()).unwrap_or(0);
+            self.attach(
+                name.clone(),
+                (host_ino, ifindex),
+                attachment,
+                assembler,
+                |p| p.attach(&name),
+                probe,
+            );
+        }
+        for path in &args.netns {
+            let ino = netns_ino(path);
+            let names = netns::run_in(path, || {
+                netns::interfaces()
+                    .into_iter()
+                    .filter(|n| wanted(args, n))
+                    .map(|n| {
+                        let index = nix::net::if_::if_nametoindex(n.as_str()).unwrap_or(0);
+                        (n, index)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let Ok(names) = names else {
+                continue;
+            };
+            for (name, ifindex) in names {
+                let key = format!("{}:{name}", path.display());
+                present.insert(key.clone());
+                self.attach(
+                    key,
+                    (ino, ifindex),
+                    Attachment::InPod,
+                    assembler,
+                    |p| p.attach_in(path, &name),
+                    probe,
+                );
+            }
+        }
+        let gone: Vec<String> = self
+            .attached
+            .keys()
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some((ino, ifindex)) = self.attached.remove(&key) {
+                probe.detach(&key);
+                assembler.remove_interface(ino, ifindex);
+                eprintln!("skymap-probe: {key} is gone");
+            }
+        }
+    }
+
+    fn attach(
+        &mut self,
+        key: String,
+        (ino, ifindex): (u32, u32),
+        attachment: Attachment,
+        assembler: &mut Assembler,
+        attach: impl FnOnce(&mut Probe) -> Result<(), skymap_node_probe::loader::LoadError>,
+        probe: &mut Probe,
+    ) {
+        if self.attached.contains_key(&key) {
+            return;
+        }
+        match attach(probe) {
+            Ok(()) => {
+                let name = key.rsplit(':').next().unwrap_or(&key).to_string();
+                assembler.set_interface(ino, ifindex, Interface { name, attachment });
+                self.failed.remove(&key);
+                self.attached.insert(key, (ino, ifindex));
+            }
+            // Said once per interface, not every rescan.
+            Err(e) => {
+                if self.failed.insert(key.clone()) {
+                    eprintln!("skymap-probe: cannot watch {key}: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn netns_ino(path: &Path) -> u32 {
+    std::fs::metadata(path).map_or(0, |m| m.ino() as u32)
+}
+
+/// Loss counters are cumulative where they are counted; the relay adds up
+/// increments.
+#[derive(Debug, Default)]
+struct Losses {
+    last: BTreeMap<&'static str, u64>,
+}
+
+impl Losses {
+    fn since_last(&mut self, probe: &Probe, assembler: &Assembler) -> Vec<(&'static str, u64)> {
+        let mut now: Vec<(&'static str, u64)> = Vec::new();
+        if let Ok(counters) = probe.counters() {
+            let get = |name: &str| {
+                counters
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(0, |(_, v)| *v)
+            };
+            now.push(("kernel-ringbuf", get("ringbuf-full")));
+            now.push(("kernel-flow-table", get("flow-table-full")));
+        }
+        let stats = assembler.stats();
+        now.push(("assemble-undecodable", stats.undecodable_payloads));
+        now.push((
+            "assemble-unmatched",
+            stats.unmatched_dns_responses + stats.unmatched_http_responses,
+        ));
+        now.push((
+            "assemble-evicted",
+            stats.evicted_connections + stats.evicted_dns_queries + stats.evicted_http_requests,
+        ));
+        now.into_iter()
+            .map(|(stage, total)| {
+                let previous = self.last.insert(stage, total).unwrap_or(0);
+                (stage, total.saturating_sub(previous))
+            })
+            .collect()
+    }
+}
+
+/// CLOCK_MONOTONIC now, the clock of the kernel's timestamps.
+fn monotonic_ns() -> Result<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
+    Ok(u64::try_from(now.tv_sec())? * 1_000_000_000 + u64::try_from(now.tv_nsec())?)
+}
+
+/// Unix time minus monotonic time: added to a kernel timestamp it gives the
+/// wall-clock time of the event.
+fn boot_to_unix_ns() -> Result<i64> {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .wrap_err("the clock is before 1970")?
+        .as_nanos();
+    Ok(i64::try_from(unix)? - i64::try_from(monotonic_ns()?)?)
+}
