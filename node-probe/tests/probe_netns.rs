@@ -4,11 +4,10 @@
 //! and the namespaces go away at the end, also when an assertion fails.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use skymap_node_probe::event::EventBody;
 use skymap_node_probe::loader::{LoadOptions, Probe};
@@ -16,77 +15,10 @@ use skymap_node_probe::netns::run_in;
 use skymap_node_probe::preflight::{self, Facts};
 use skymap_node_probe::reasons::DropReasons;
 
-const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 1);
-const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 251, 0, 2);
+mod common;
+use common::{SERVER_IP, Topology, collect};
+
 const CONNECTS: usize = 4;
-
-/// Two namespaces and a veth pair; removed on drop.
-struct Topology {
-    client: String,
-    server: String,
-    server_if: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("iproute2 is installed");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Topology {
-    fn new() -> Self {
-        let id = std::process::id();
-        let t = Topology {
-            client: format!("skymap-c{id}"),
-            server: format!("skymap-s{id}"),
-            server_if: format!("sks{id}"),
-        };
-        let client_if = format!("skc{id}");
-        ip(&["netns", "add", &t.client]);
-        ip(&["netns", "add", &t.server]);
-        ip(&[
-            "link",
-            "add",
-            &client_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &t.server_if,
-        ]);
-        ip(&["link", "set", &client_if, "netns", &t.client]);
-        ip(&["link", "set", &t.server_if, "netns", &t.server]);
-        for (ns, dev, addr) in [
-            (&t.client, &client_if, CLIENT_IP),
-            (&t.server, &t.server_if, SERVER_IP),
-        ] {
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/30"), "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        t
-    }
-
-    fn path(name: &str) -> PathBuf {
-        PathBuf::from("/run/netns").join(name)
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        // Deleting the namespaces deletes the veth pair with them.
-        for ns in [&self.client, &self.server] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inside_a_namespace_one_handshake_per_connect_and_the_refusal() {
@@ -94,7 +26,7 @@ async fn inside_a_namespace_one_handshake_per_connect_and_the_refusal() {
         panic!("{e} (this test runs as root, as CI does)");
     }
     let reasons = DropReasons::from_kernel().expect("drop reasons");
-    let topology = Topology::new();
+    let topology = Topology::new("n");
     let server_ns = Topology::path(&topology.server);
     let client_ns = Topology::path(&topology.client);
     let server_inode = std::fs::metadata(&server_ns).expect("netns file").ino();
@@ -147,15 +79,7 @@ async fn inside_a_namespace_one_handshake_per_connect_and_the_refusal() {
     assert!(refused, "nothing listens on {closed}");
     server.join().expect("server");
 
-    let mut events = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if let Ok(batch) = tokio::time::timeout(Duration::from_millis(300), probe.read()).await {
-            let batch = batch.expect("reading the ring buffer");
-            assert_eq!(batch.undecodable, 0, "{:?}", batch.first_error);
-            events.extend(batch.events);
-        }
-    }
+    let events = collect(&mut probe, Duration::from_secs(3)).await;
 
     let tuple_of = |body: &EventBody| match body {
         EventBody::FlowNew(f) | EventBody::FlowClose(f) | EventBody::FlowFlush(f) => f.tuple,
