@@ -17,7 +17,8 @@ use skymap_node_probe::loader::{LoadOptions, Probe};
 use skymap_node_probe::netns::run_in;
 use skymap_node_probe::preflight::{self, Facts};
 use skymap_node_probe::reasons::DropReasons;
-use skymap_proto::v1::{GraphEdge, Zoom};
+use skymap_proto::v1::layer7::Record;
+use skymap_proto::v1::{GraphEdge, L7Type, Zoom};
 use skymap_relay::engine::aggregate_flows;
 use skymap_relay::metadata::Metadata;
 
@@ -204,6 +205,16 @@ async fn the_relay_counts_exactly_what_the_client_did() {
     let mut flows = Vec::new();
     for event in &events {
         assembler.push_into(event, &mut flows);
+    }
+    // The names asked, as the flows carry them: each exactly as often as asked.
+    for name in [KNOWN, UNKNOWN] {
+        let asked = flows
+            .iter()
+            .filter_map(|f| f.l7.as_ref())
+            .filter(|l7| l7.r#type == L7Type::Request as i32)
+            .filter(|l7| matches!(&l7.record, Some(Record::Dns(d)) if d.query.trim_end_matches('.') == name))
+            .count();
+        assert_eq!(asked, LOOKUPS_EACH, "queries for {name}");
     }
     let engine = aggregate_flows(flows, Arc::new(Metadata::empty()));
     let graph = engine.graph_snapshot(Zoom::Workload, &[]);
