@@ -235,6 +235,18 @@ pub enum EventBody {
     },
 }
 
+impl EventBody {
+    /// The 5-tuple every kind of record carries.
+    pub fn tuple(&self) -> &Tuple {
+        match self {
+            EventBody::FlowNew(f) | EventBody::FlowClose(f) | EventBody::FlowFlush(f) => &f.tuple,
+            EventBody::Handshake { tuple, .. }
+            | EventBody::Payload { tuple, .. }
+            | EventBody::Drop { tuple, .. } => tuple,
+        }
+    }
+}
+
 /// One decoded ring-buffer record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {

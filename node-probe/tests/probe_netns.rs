@@ -81,15 +81,9 @@ async fn inside_a_namespace_one_handshake_per_connect_and_the_refusal() {
 
     let events = collect(&mut probe, Duration::from_secs(3)).await;
 
-    let tuple_of = |body: &EventBody| match body {
-        EventBody::FlowNew(f) | EventBody::FlowClose(f) | EventBody::FlowFlush(f) => f.tuple,
-        EventBody::Handshake { tuple, .. }
-        | EventBody::Payload { tuple, .. }
-        | EventBody::Drop { tuple, .. } => *tuple,
-    };
     let to_port = |p: u16| {
         move |e: &&skymap_node_probe::event::Event| {
-            let t = tuple_of(&e.body);
+            let t = e.body.tuple();
             t.dport == p || t.sport == p
         }
     };

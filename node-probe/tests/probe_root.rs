@@ -77,13 +77,9 @@ async fn loopback_connects_requests_and_a_refusal() {
         }
     }
     let ours = |port: u16| {
-        move |e: &&skymap_node_probe::event::Event| match &e.body {
-            EventBody::FlowNew(f) | EventBody::FlowClose(f) | EventBody::FlowFlush(f) => {
-                f.tuple.dport == port || f.tuple.sport == port
-            }
-            EventBody::Handshake { tuple, .. }
-            | EventBody::Payload { tuple, .. }
-            | EventBody::Drop { tuple, .. } => tuple.dport == port || tuple.sport == port,
+        move |e: &&skymap_node_probe::event::Event| {
+            let t = e.body.tuple();
+            t.dport == port || t.sport == port
         }
     };
     // On loopback every packet passes lo's egress hook and then its ingress
