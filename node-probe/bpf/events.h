@@ -112,7 +112,14 @@ enum counter {
 	CNT_PACKETS = 1,	/* packets seen at TC */
 	CNT_TABLE_FULL = 2,	/* flow table insert failed */
 	CNT_NON_IP_DROPS = 3,	/* kfree_skb of non-IP packets, ignored */
-	CNT_MAX = 4,
+	CNT_SUBMITTED = 4,	/* events put on the ring buffer */
+	CNT_DISCARDED = 5,	/* events reserved, then given up (payload unreadable) */
+	CNT_MAX = 6,
+	/*
+	 * Every event the programs start is submitted, discarded or lost to a
+	 * full ring: attempted = SUBMITTED + DISCARDED + RINGBUF_FULL, and
+	 * userspace must read exactly SUBMITTED of them.
+	 */
 };
 
 #endif

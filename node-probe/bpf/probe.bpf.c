@@ -34,7 +34,8 @@ char LICENSE[] SEC("license") = "GPL";
 enum config_key {
 	CFG_FLUSH_NS = 0,	/* flush interval of long flows, ns (0: DEFAULT_FLUSH_NS) */
 	CFG_PAYLOAD = 1,	/* nonzero: emit EV_PAYLOAD snippets (DNS, HTTP/1.x) */
-	CFG_MAX = 2,
+	CFG_PAUSED = 2,		/* nonzero: every program returns at once (loss accounting) */
+	CFG_MAX = 3,
 };
 
 #define DEFAULT_FLUSH_NS 1000000000ULL
@@ -183,6 +184,7 @@ static __always_inline void emit_flow(struct __sk_buff *skb, __u8 kind, const st
 	ev->tcp_flags = tcp_flags;
 	__builtin_memset(ev->pad, 0, sizeof(ev->pad));
 	ev->first_ns = first_ns;
+	count(CNT_SUBMITTED);
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -220,6 +222,7 @@ static __always_inline void maybe_flush(struct __sk_buff *skb, struct flow_state
 	ev->tcp_flags = st->tcp_flags;
 	__builtin_memset(ev->pad, 0, sizeof(ev->pad));
 	ev->first_ns = st->first_ns;
+	count(CNT_SUBMITTED);
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -245,6 +248,7 @@ static __always_inline void handshake(struct __sk_buff *skb, const struct flow_k
 	ev->t = r.t;
 	ev->syn_ns = syn_ns;
 	ev->synack_ns = now;
+	count(CNT_SUBMITTED);
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -367,9 +371,11 @@ static __always_inline void payload(struct __sk_buff *skb, const struct pkt *p, 
 	len &= 0xff;
 	if (len == 0 || len > SKYMAP_SNIPPET_LEN ||
 	    bpf_skb_load_bytes(skb, p->payload_off, ev->snippet, len) < 0) {
+		count(CNT_DISCARDED);
 		bpf_ringbuf_discard(ev, 0);
 		return;
 	}
+	count(CNT_SUBMITTED);
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -454,6 +460,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l2len, __u8 direc
 	struct pkt p = {};
 	__u64 now;
 
+	if (config_get(CFG_PAUSED))
+		return TC_ACT_OK;
 	count(CNT_PACKETS);
 	if (!parse(skb, l2len, &p))
 		return TC_ACT_OK;
@@ -510,6 +518,8 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 	__u8 l4proto;
 	bool has_ports = true;
 
+	if (config_get(CFG_PAUSED))
+		return 0;
 	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_NOT_DROPPED_YET))
 		return 0;
 	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
@@ -571,6 +581,7 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 	ev->reason = reason;
 	ev->pad = 0;
 	ev->location = (__u64)location;
+	count(CNT_SUBMITTED);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }

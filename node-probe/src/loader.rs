@@ -24,8 +24,16 @@ pub static OBJECT: &[u8] = include_bytes!("../bpf/probe.bpf.o");
 /// Indexes of the `config` array (probe.bpf.c).
 const CFG_FLUSH_NS: u32 = 0;
 const CFG_PAYLOAD: u32 = 1;
+const CFG_PAUSED: u32 = 2;
 /// Indexes of the `counters` per-CPU array (events.h `enum counter`).
-pub const COUNTER_NAMES: [&str; 4] = ["ringbuf-full", "packets", "flow-table-full", "non-ip-drops"];
+pub const COUNTER_NAMES: [&str; 6] = [
+    "ringbuf-full",
+    "packets",
+    "flow-table-full",
+    "non-ip-drops",
+    "submitted",
+    "discarded",
+];
 
 /// How to load.
 #[derive(Debug, Clone)]
@@ -255,6 +263,28 @@ impl Probe {
         }
     }
 
+    /// Pauses (or resumes) every program: while paused they return at once
+    /// and produce nothing, so the counters and the ring buffer can be
+    /// compared exactly.
+    pub fn set_paused(&mut self, paused: bool) -> Result<(), LoadError> {
+        let mut config: Array<_, u64> = Array::try_from(
+            self.ebpf
+                .map_mut("config")
+                .ok_or_else(|| missing_map("config"))?,
+        )
+        .map_err(|e| map_error("config", e))?;
+        config
+            .set(CFG_PAUSED, u64::from(paused), 0)
+            .map_err(|e| map_error("config", e))
+    }
+
+    /// Reads whatever the ring buffer holds now, without waiting.
+    pub fn drain(&mut self) -> Batch {
+        self.ring
+            .as_mut()
+            .map_or_else(Batch::default, |ring| decode_all(ring.get_mut()))
+    }
+
     /// What is attached: interface names, `NETNS:IFACE` in other namespaces.
     pub fn attached(&self) -> impl Iterator<Item = &str> {
         self.attached.keys().map(String::as_str)
@@ -265,17 +295,7 @@ impl Probe {
     pub async fn read(&mut self) -> Result<Batch, LoadError> {
         let ring = self.ring.as_mut().ok_or_else(|| missing_map("events"))?;
         let mut guard = ring.readable_mut().await?;
-        let mut batch = Batch::default();
-        let inner = guard.get_inner_mut();
-        while let Some(record) = inner.next() {
-            match event::decode(&record) {
-                Ok(event) => batch.events.push(event),
-                Err(error) => {
-                    batch.undecodable += 1;
-                    batch.first_error.get_or_insert_with(|| error.to_string());
-                }
-            }
-        }
+        let batch = decode_all(guard.get_inner_mut());
         guard.clear_ready();
         Ok(batch)
     }
@@ -307,6 +327,21 @@ pub struct Batch {
     pub events: Vec<Event>,
     pub undecodable: u64,
     pub first_error: Option<String>,
+}
+
+/// Every record the ring holds now, decoded.
+fn decode_all(ring: &mut RingBuf<MapData>) -> Batch {
+    let mut batch = Batch::default();
+    while let Some(record) = ring.next() {
+        match event::decode(&record) {
+            Ok(event) => batch.events.push(event),
+            Err(error) => {
+                batch.undecodable += 1;
+                batch.first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+    batch
 }
 
 fn missing_map(name: &'static str) -> LoadError {
