@@ -242,6 +242,16 @@ enum ZoomArg {
     Pod,
 }
 
+impl From<ZoomArg> for skymap_tui::state::Zoom {
+    fn from(zoom: ZoomArg) -> Self {
+        match zoom {
+            ZoomArg::Namespace => Self::Namespace,
+            ZoomArg::Workload => Self::Workload,
+            ZoomArg::Pod => Self::Pod,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct GraphArgs {
     #[command(flatten)]

@@ -34,11 +34,7 @@ pub struct Played {
 /// first one (all of them with `None`) into `app`, with graph updates every
 /// 5 seconds of recorded time and a final one at the cut-off.
 pub fn play(app: &mut App, flows: impl IntoIterator<Item = Flow>, at_ns: Option<i64>) -> Played {
-    let zoom = match app.zoom {
-        crate::state::Zoom::Workload => Zoom::Workload,
-        crate::state::Zoom::Namespace => Zoom::Namespace,
-        crate::state::Zoom::Pod => Zoom::Pod,
-    };
+    let zoom = app.zoom.to_wire();
     let config = EngineConfig {
         history_capacity: 10_000,
         pod_graph: zoom == Zoom::Pod,

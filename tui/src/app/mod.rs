@@ -241,11 +241,7 @@ impl App {
     /// What to ask the relay for.
     pub fn subscription(&self) -> Subscription {
         Subscription {
-            zoom: match self.zoom {
-                Zoom::Workload => skymap_proto::v1::Zoom::Workload,
-                Zoom::Namespace => skymap_proto::v1::Zoom::Namespace,
-                Zoom::Pod => skymap_proto::v1::Zoom::Pod,
-            },
+            zoom: self.zoom.to_wire(),
             // The relay sends every namespace; the map cuts, so a namespace's
             // peers elsewhere stay visible.
             namespaces: Vec::new(),

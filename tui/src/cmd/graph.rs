@@ -10,15 +10,11 @@ use skymap_relay::engine;
 use skymap_relay::metadata::Metadata;
 
 use super::{open_recording, report_rejects};
-use crate::{GraphArgs, GraphOutput, ZoomArg, conn};
+use crate::{GraphArgs, GraphOutput, conn};
 use skymap_tui::output::graph::{GraphFormat, render_graph};
 
 pub async fn run(args: GraphArgs) -> Result<ExitCode> {
-    let zoom = match args.zoom {
-        ZoomArg::Namespace => Zoom::Namespace,
-        ZoomArg::Workload => Zoom::Workload,
-        ZoomArg::Pod => Zoom::Pod,
-    };
+    let zoom = skymap_tui::state::Zoom::from(args.zoom).to_wire();
     let graph = match &args.source.file {
         Some(path) => {
             let metadata = match &args.metadata {

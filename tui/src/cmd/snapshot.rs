@@ -18,7 +18,7 @@ use skymap_tui::state::{NamespaceFilter, Zoom};
 use skymap_tui::ui;
 
 use super::{open_recording, report_rejects};
-use crate::{SnapshotArgs, SnapshotView, ZoomArg, conn};
+use crate::{SnapshotArgs, SnapshotView, conn};
 
 /// Largest frame drawn, in cells per side.
 const MAX_SIDE: u16 = 1000;
@@ -54,11 +54,7 @@ pub async fn run(args: SnapshotArgs) -> Result<ExitCode> {
         depth: ColorDepth::None,
         flow_capacity: 10_000,
     });
-    app.zoom = match args.zoom {
-        ZoomArg::Namespace => Zoom::Namespace,
-        ZoomArg::Workload => Zoom::Workload,
-        ZoomArg::Pod => Zoom::Pod,
-    };
+    app.zoom = Zoom::from(args.zoom);
     if let Some(ns) = &args.namespace {
         app.namespaces = NamespaceFilter::One(ns.clone());
     }

@@ -24,6 +24,15 @@ impl Zoom {
             v1::Zoom::Pod => Some(Self::Pod),
         }
     }
+
+    /// The same level in the wire's terms, for requests to the relay.
+    pub fn to_wire(self) -> v1::Zoom {
+        match self {
+            Self::Workload => v1::Zoom::Workload,
+            Self::Namespace => v1::Zoom::Namespace,
+            Self::Pod => v1::Zoom::Pod,
+        }
+    }
 }
 
 /// What a node stands for.
