@@ -22,9 +22,9 @@ use tui_input::Input;
 use tui_tree_widget::TreeState;
 
 use crate::live::{ConnState, Event, Subscription};
-use crate::map::{Glyphs, Layout, MapEdge, MapNode, layout};
+use crate::map::{Glyphs, Layout, MapEdge, MapNode, Rect, layout};
 use crate::state::{FlowLog, NamespaceFilter, ServiceGraph, Zoom};
-use crate::ui::map::{clamp_offset, scroll_into_view};
+use crate::ui::map::{clamp_offset, scroll_into_view, scroll_to_rect};
 use crate::ui::style::Styles;
 use model::{MapModel, MapOptions};
 use series::Series;
@@ -500,8 +500,13 @@ impl App {
                     .find(|r| r.from == *from && r.to == *to);
                 match route.and_then(|r| r.label_at.map(|at| (at, r.label.as_deref()))) {
                     Some(((x, y), label)) => {
-                        let width = label.map_or(1, |l| l.chars().count() + 2);
-                        self.offset = reveal(self.offset, (x, y, width), (w, h));
+                        let label = Rect {
+                            x,
+                            y,
+                            w: label.map_or(1, |l| l.chars().count() + 2),
+                            h: 1,
+                        };
+                        self.offset = scroll_to_rect(layout, label, self.offset, w, h);
                     }
                     None => self.offset = scroll_into_view(layout, to, self.offset, w, h),
                 }
@@ -621,26 +626,4 @@ impl App {
             error: true,
         });
     }
-}
-
-/// The smallest move of `offset` that shows `width` cells from `(x, y)` in a
-/// `view`-sized window.
-fn reveal(
-    offset: (usize, usize),
-    (x, y, width): (usize, usize, usize),
-    view: (usize, usize),
-) -> (usize, usize) {
-    let axis = |start: usize, from: usize, len: usize, size: usize| {
-        if from < start {
-            from
-        } else if from + len > start + size {
-            (from + len).saturating_sub(size).min(from)
-        } else {
-            start
-        }
-    };
-    (
-        axis(offset.0, x, width, view.0),
-        axis(offset.1, y, 1, view.1),
-    )
 }

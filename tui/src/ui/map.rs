@@ -210,13 +210,25 @@ pub fn scroll_into_view(
     view_w: usize,
     view_h: usize,
 ) -> (usize, usize) {
-    let moved = match layout.node(id) {
-        Some(b) => (
-            scroll_axis(offset.0, view_w, b.rect.x, b.rect.w),
-            scroll_axis(offset.1, view_h, b.rect.y, b.rect.h),
-        ),
-        None => offset,
-    };
+    match layout.node(id) {
+        Some(b) => scroll_to_rect(layout, b.rect, offset, view_w, view_h),
+        None => clamp_offset(layout, offset, view_w, view_h),
+    }
+}
+
+/// `offset` moved as little as possible so `rect` (any span of map cells, such
+/// as an edge's label) is in view, clamped to the map.
+pub fn scroll_to_rect(
+    layout: &Layout,
+    rect: Rect,
+    offset: (usize, usize),
+    view_w: usize,
+    view_h: usize,
+) -> (usize, usize) {
+    let moved = (
+        scroll_axis(offset.0, view_w, rect.x, rect.w),
+        scroll_axis(offset.1, view_h, rect.y, rect.h),
+    );
     clamp_offset(layout, moved, view_w, view_h)
 }
 
