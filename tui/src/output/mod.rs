@@ -69,9 +69,17 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 pub fn compact_time(ns: i64) -> String {
     let t = Utc::from_unix_ns(ns);
     let month = MONTHS[(t.month as usize).saturating_sub(1) % 12];
+    format!("{month} {:>2} {}", t.day, time_of_day(&t))
+}
+
+/// `06:18:18.123`: the time of day alone, in UTC (the explorer's tables).
+pub fn clock_time(ns: i64) -> String {
+    time_of_day(&Utc::from_unix_ns(ns))
+}
+
+fn time_of_day(t: &Utc) -> String {
     format!(
-        "{month} {:>2} {:02}:{:02}:{:02}.{:03}",
-        t.day,
+        "{:02}:{:02}:{:02}.{:03}",
         t.hour,
         t.minute,
         t.second,
@@ -130,6 +138,7 @@ mod tests {
         assert_eq!(rfc3339(ns), "2026-11-26T06:18:18.123Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(compact_time(0), "Jan  1 00:00:00.000");
+        assert_eq!(clock_time(ns), "06:18:18.123");
         // Leap day, and the day before the epoch.
         assert_eq!(
             rfc3339(1_709_164_800_000_000_000),

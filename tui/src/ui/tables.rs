@@ -14,15 +14,8 @@ use skymap_themes::Role;
 
 use crate::app::model::latency_text;
 use crate::app::{App, Pane, View, series};
-use crate::output::{compact_time, duration, flows::table_row};
+use crate::output::{clock_time, duration, flows::table_row};
 
-/// `06:00:45.184`: the time of day of a Unix time in nanoseconds (UTC).
-fn clock(ns: i64) -> String {
-    let full = compact_time(ns);
-    full.split_once(' ')
-        .and_then(|(_, rest)| rest.split_once(' '))
-        .map_or(full.clone(), |(_, time)| time.to_string())
-}
 use crate::state::{DnsSummary, DropSummary, NamespaceFilter};
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &mut App, view: View) {
@@ -82,7 +75,7 @@ fn flows(frame: &mut Frame, area: Rect, app: &mut App) {
         .iter()
         .map(|flow| {
             let [_, node, source, destination, kind, verdict, tail] = table_row(flow);
-            let time = clock(flow.time_ns);
+            let time = clock_time(flow.time_ns);
             let role = verdict_role(&verdict);
             Row::new(vec![
                 Cell::from(time),
@@ -207,7 +200,7 @@ fn drops(frame: &mut Frame, area: Rect, app: &mut App) {
         .into_iter()
         .map(|d| {
             Row::new(vec![
-                Cell::from(clock(d.newest_ns)),
+                Cell::from(clock_time(d.newest_ns)),
                 Cell::from(d.source),
                 Cell::from(d.destination),
                 Cell::from(d.port),
