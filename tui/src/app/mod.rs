@@ -586,11 +586,7 @@ impl App {
         if !self.follow_selection() {
             return None;
         }
-        let key = |id: &str| {
-            self.graph
-                .node(model::graph_id(id))
-                .map(|n| series::node_key(&n.namespace, &n.name))
-        };
+        let key = |id: &str| self.graph.node(model::graph_id(id)).map(series::graph_key);
         match &self.selection {
             Some(Selection::Node(id)) => Some((key(id)?, None)),
             Some(Selection::Pair(from, to)) => Some((key(from)?, Some(key(to)?))),

@@ -12,7 +12,8 @@ use std::collections::{HashMap, VecDeque};
 use skymap_proto::names::sanitize;
 use skymap_proto::v1::Flow;
 
-use crate::state::ServiceGraph;
+use super::model::shown_rate;
+use crate::state::{Node, NodeKind, ServiceGraph};
 
 /// Width of one slot.
 pub const SLOT_NS: i64 = 5_000_000_000;
@@ -72,11 +73,7 @@ impl Series {
     pub fn sample_graph(&mut self, graph: &ServiceGraph) {
         let slot = graph.time_ns().div_euclid(SLOT_NS);
         for edge in graph.edges() {
-            let rate = if edge.rate_1m.requests_per_s > 0.0 {
-                edge.rate_1m.requests_per_s
-            } else {
-                edge.rate_1m.flows_per_s
-            };
+            let rate = shown_rate(edge);
             let ring = match self.rates.get_mut(&edge.id) {
                 Some(ring) => ring,
                 None => self.rates.entry(edge.id.clone()).or_default(),
@@ -181,6 +178,17 @@ pub fn key_matches(wanted: &str, key: &str) -> bool {
             .strip_prefix(namespace)
             .is_some_and(|rest| rest.starts_with('/')),
         None => wanted == key,
+    }
+}
+
+/// The flow key of a graph node: [`node_key`] of its namespace and name, or
+/// `NS/` (every workload in it, see [`key_matches`]) for a namespace at
+/// namespace zoom.
+pub fn graph_key(node: &Node) -> String {
+    if node.kind == NodeKind::Namespace {
+        format!("{}/", node.name)
+    } else {
+        node_key(&node.namespace, &node.name)
     }
 }
 

@@ -18,7 +18,7 @@ use crate::app::model::{graph_id, latency_text, rate_text, shown_rate};
 use crate::app::series::{self, LatencyPoint};
 use crate::app::{App, Pane, Selection};
 use crate::map::{FOCUS_OTHERS_ID, Glyphs};
-use crate::state::{Edge, Health, NodeKind, error_ratio, health};
+use crate::state::{Edge, Health, error_ratio, health};
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let block = super::pane_block(app, Pane::Details, "details".to_string());
@@ -181,14 +181,10 @@ fn name_of(app: &App, id: &str) -> String {
         .map_or_else(|| id.to_string(), |n| n.name.clone())
 }
 
-/// The flow key of a graph node; `NS/` (every workload in it) for a
-/// namespace at namespace zoom.
 fn key_of(app: &App, id: &str) -> String {
-    match app.graph.node(id) {
-        Some(n) if n.kind == NodeKind::Namespace => format!("{}/", n.name),
-        Some(n) => series::node_key(&n.namespace, &n.name),
-        None => String::new(),
-    }
+    app.graph
+        .node(id)
+        .map_or_else(String::new, series::graph_key)
 }
 
 /// The golden signals summed over some edges.

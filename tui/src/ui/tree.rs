@@ -58,7 +58,7 @@ fn items(app: &App) -> Vec<TreeItem<'static, String>> {
         let pods = app
             .graph
             .node(&row.id)
-            .and_then(|n| app.pods.get(&series::node_key(&n.namespace, &n.name)));
+            .and_then(|n| app.pods.get(&series::graph_key(n)));
         let pod_items: Vec<TreeItem<'static, String>> = pods
             .into_iter()
             .flatten()
