@@ -1,14 +1,19 @@
-//! skymap-probe: the eBPF node probe. It will stream
-//! `skymap_proto::v1::FlowBatch`es to the relay.
+//! skymap-probe: the eBPF node probe. The kernel programs (`bpf/`, C) report
+//! flows, handshakes, payload snippets and drops on a ring buffer; this crate
+//! loads them and turns what they report into `skymap.v1` flows for the relay.
 //!
-//! This first slice is the userspace side that needs no kernel: [`event`]
-//! decodes the ring-buffer records laid out in `bpf/events.h`, and [`dns`]
-//! and [`http`] parse the payload snippets that payload events carry;
-//! [`reasons`] names the kernel's drop reasons from its own BTF or tracefs;
-//! [`preflight`] checks capabilities and kernel features before loading;
-//! [`assemble`] turns decoded events into `skymap.v1` flow records.
+//! - [`preflight`]: capabilities and kernel features, checked before loading.
+//! - [`loader`]: loading and attaching the programs with aya (also inside
+//!   other network namespaces, via [`netns`]), reading events and counters.
+//! - [`event`]: decoding the ring-buffer records laid out in `bpf/events.h`;
+//!   [`dns`] and [`http`] parse the payload snippets they carry.
+//! - [`reasons`]: drop reason names from the running kernel's BTF or tracefs.
+//! - [`clock`]: the kernel's timestamps related to Unix time.
+//! - [`assemble`]: decoded events to flow records, shaped as the relay counts.
+//! - [`ship`]: a bounded queue and the stream to the relay, with reconnect.
 
 pub mod assemble;
+pub mod clock;
 pub mod dns;
 pub mod event;
 pub mod http;

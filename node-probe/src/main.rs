@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::Parser;
 use color_eyre::eyre::{Result, WrapErr, eyre};
 use skymap_node_probe::assemble::{Assembler, Attachment, Interface, Limits};
+use skymap_node_probe::clock::{boot_to_unix_ns, monotonic_ns};
 use skymap_node_probe::loader::{LoadOptions, Probe};
 use skymap_node_probe::netns;
 use skymap_node_probe::preflight::{self, Facts};
@@ -146,7 +147,8 @@ async fn run(args: Args) -> Result<()> {
             _ = tick.tick() => {
                 watched.rescan(&args, &mut probe, &mut assembler);
                 assembler.expire(monotonic_ns()?);
-                shipper.add_losses(losses.since_last(&probe, &assembler));
+                let increments = losses.since_last(&probe, &assembler);
+                shipper.add_losses(increments.iter().map(|(stage, n)| (stage.as_str(), *n)));
             }
             _ = &mut interrupt => break,
             _ = terminate.recv() => break,
@@ -288,12 +290,12 @@ fn netns_ino(path: &Path) -> u32 {
 /// increments.
 #[derive(Debug, Default)]
 struct Losses {
-    last: BTreeMap<&'static str, u64>,
+    last: BTreeMap<String, u64>,
 }
 
 impl Losses {
-    fn since_last(&mut self, probe: &Probe, assembler: &Assembler) -> Vec<(&'static str, u64)> {
-        let mut now: Vec<(&'static str, u64)> = Vec::new();
+    fn since_last(&mut self, probe: &Probe, assembler: &Assembler) -> Vec<(String, u64)> {
+        let mut now: Vec<(String, u64)> = Vec::new();
         if let Ok(counters) = probe.counters() {
             let get = |name: &str| {
                 counters
@@ -301,40 +303,21 @@ impl Losses {
                     .find(|(n, _)| *n == name)
                     .map_or(0, |(_, v)| *v)
             };
-            now.push(("kernel-ringbuf", get("ringbuf-full")));
-            now.push(("kernel-flow-table", get("flow-table-full")));
+            now.push(("kernel-ringbuf".to_string(), get("ringbuf-full")));
+            now.push(("kernel-flow-table".to_string(), get("flow-table-full")));
         }
-        let stats = assembler.stats();
-        now.push(("assemble-undecodable", stats.undecodable_payloads));
-        now.push((
-            "assemble-unmatched",
-            stats.unmatched_dns_responses + stats.unmatched_http_responses,
-        ));
-        now.push((
-            "assemble-evicted",
-            stats.evicted_connections + stats.evicted_dns_queries + stats.evicted_http_requests,
-        ));
+        now.extend(
+            assembler
+                .stats()
+                .loss_counters()
+                .into_iter()
+                .map(|loss| (loss.stage, loss.count)),
+        );
         now.into_iter()
             .map(|(stage, total)| {
-                let previous = self.last.insert(stage, total).unwrap_or(0);
+                let previous = self.last.insert(stage.clone(), total).unwrap_or(0);
                 (stage, total.saturating_sub(previous))
             })
             .collect()
     }
-}
-
-/// CLOCK_MONOTONIC now, the clock of the kernel's timestamps.
-fn monotonic_ns() -> Result<u64> {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
-    Ok(u64::try_from(now.tv_sec())? * 1_000_000_000 + u64::try_from(now.tv_nsec())?)
-}
-
-/// Unix time minus monotonic time: added to a kernel timestamp it gives the
-/// wall-clock time of the event.
-fn boot_to_unix_ns() -> Result<i64> {
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .wrap_err("the clock is before 1970")?
-        .as_nanos();
-    Ok(i64::try_from(unix)? - i64::try_from(monotonic_ns()?)?)
 }

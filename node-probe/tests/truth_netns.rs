@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skymap_node_probe::assemble::{Assembler, Attachment, Interface, Limits};
+use skymap_node_probe::clock::boot_to_unix_ns;
 use skymap_node_probe::loader::{LoadOptions, Probe};
 use skymap_node_probe::netns::run_in;
 use skymap_node_probe::preflight::{self, Facts};
@@ -81,15 +82,6 @@ fn edge<'a>(edges: &'a [GraphEdge], port: u32, what: &str) -> &'a GraphEdge {
         .unwrap_or_else(|| panic!("no {what} edge on port {port}: {edges:#?}"))
 }
 
-fn boot_to_unix_ns() -> i64 {
-    let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_nanos() as i64;
-    unix - (mono.tv_sec() * 1_000_000_000 + mono.tv_nsec())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_counts_exactly_what_the_client_did() {
     if let Err(e) = preflight::check(&Facts::gather()) {
@@ -117,7 +109,12 @@ async fn the_relay_counts_exactly_what_the_client_did() {
     })
     .expect("enter");
     let reasons = DropReasons::from_kernel().expect("drop reasons");
-    let mut assembler = Assembler::new("node-t", reasons, boot_to_unix_ns(), Limits::default());
+    let mut assembler = Assembler::new(
+        "node-t",
+        reasons,
+        boot_to_unix_ns().expect("clocks"),
+        Limits::default(),
+    );
     let server_ino = std::fs::metadata(&server_ns).expect("netns").ino() as u32;
     assembler.set_interface(
         server_ino,
