@@ -509,3 +509,22 @@ fn the_readme_key_table_is_the_help_screen() {
         assert!(readme.contains(&row), "README lacks the key row {row}");
     }
 }
+
+#[test]
+fn pausing_keeps_a_bounded_queue_and_counts_the_rest() {
+    let mut app = new_app(Glyphs::Ascii, ColorDepth::None);
+    let flow = demo_flows().next().expect("a flow");
+    key(&mut app, KeyCode::Char('p'));
+    let extra = 5;
+    for _ in 0..skymap_tui::app::PAUSE_QUEUE_FLOWS + extra {
+        app.apply(Event::Flow(flow.clone()));
+    }
+    assert_eq!(app.lost, extra as u64, "beyond the bound, counted as lost");
+    assert!(app.flows.is_empty(), "nothing shown while paused");
+    key(&mut app, KeyCode::Char('p'));
+    assert_eq!(
+        app.flows.len() + app.flows.evicted() as usize,
+        skymap_tui::app::PAUSE_QUEUE_FLOWS,
+        "the queue is applied on resume"
+    );
+}

@@ -132,9 +132,17 @@ impl LayoutJob {
 
 /// Events queued while paused, at most this many flows (the rest are
 /// counted as lost); graph updates are always kept, they are deltas.
-const PAUSE_QUEUE_FLOWS: usize = 50_000;
+pub const PAUSE_QUEUE_FLOWS: usize = 50_000;
 /// Pods remembered per workload for the tree.
 const PODS_PER_WORKLOAD: usize = 64;
+
+/// What arrives while paused.
+#[derive(Debug, Default)]
+struct Paused {
+    events: VecDeque<Event>,
+    /// Flows among `events`, kept so the bound is checked in constant time.
+    flows: usize,
+}
 
 /// The whole explorer state.
 #[derive(Debug)]
@@ -172,7 +180,7 @@ pub struct App {
     pub prompt: Option<Prompt>,
     pub help: bool,
     pub help_scroll: u16,
-    paused: Option<VecDeque<Event>>,
+    paused: Option<Paused>,
     pub flash: Option<Flash>,
 
     pub styles: Styles,
@@ -261,13 +269,12 @@ impl App {
                 // The header keeps telling the truth about the link.
                 Event::State(state) => self.conn = state,
                 Event::Status(status) => self.status = Some(status),
-                Event::Flow(_)
-                    if queue.iter().filter(|e| matches!(e, Event::Flow(_))).count()
-                        >= PAUSE_QUEUE_FLOWS =>
-                {
-                    self.lost += 1;
+                Event::Flow(_) if queue.flows >= PAUSE_QUEUE_FLOWS => self.lost += 1,
+                Event::Flow(flow) => {
+                    queue.flows += 1;
+                    queue.events.push_back(Event::Flow(flow));
                 }
-                other => queue.push_back(other),
+                other => queue.events.push_back(other),
             }
             return;
         }
@@ -324,10 +331,10 @@ impl App {
 
     pub fn set_paused(&mut self, paused: bool) {
         match (paused, self.paused.take()) {
-            (true, None) => self.paused = Some(VecDeque::new()),
+            (true, None) => self.paused = Some(Paused::default()),
             (true, Some(queue)) => self.paused = Some(queue),
             (false, Some(queue)) => {
-                for event in queue {
+                for event in queue.events {
                     self.apply(event);
                 }
             }
