@@ -285,11 +285,6 @@ impl Probe {
             .map_or_else(Batch::default, |ring| decode_all(ring.get_mut()))
     }
 
-    /// What is attached: interface names, `NETNS:IFACE` in other namespaces.
-    pub fn attached(&self) -> impl Iterator<Item = &str> {
-        self.attached.keys().map(String::as_str)
-    }
-
     /// Waits for events and decodes what is there: decoded events, and how
     /// many records did not decode (with the first error).
     pub async fn read(&mut self) -> Result<Batch, LoadError> {
