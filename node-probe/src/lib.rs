@@ -11,9 +11,11 @@
 //! - [`clock`]: the kernel's timestamps related to Unix time.
 //! - [`assemble`]: decoded events to flow records, shaped as the relay counts.
 //! - [`ship`]: a bounded queue and the stream to the relay, with reconnect.
+//! - [`cpu`]: CPU per pod from cgroups or network namespaces, for saturation.
 
 pub mod assemble;
 pub mod clock;
+pub mod cpu;
 pub mod dns;
 pub mod event;
 pub mod http;

@@ -18,11 +18,12 @@ use clap::Parser;
 use color_eyre::eyre::{Result, WrapErr, eyre};
 use skymap_node_probe::assemble::{Assembler, Attachment, Interface, Limits};
 use skymap_node_probe::clock::{boot_to_unix_ns, monotonic_ns};
+use skymap_node_probe::cpu::{CgroupLayout, CpuSampler};
 use skymap_node_probe::loader::{LoadOptions, Probe};
 use skymap_node_probe::netns;
 use skymap_node_probe::preflight::{self, Facts};
 use skymap_node_probe::reasons::DropReasons;
-use skymap_node_probe::ship::Shipper;
+use skymap_node_probe::ship::{CpuSender, Shipper};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// skymap-probe: eBPF flows, drops and latency from this node, streamed to the relay.
@@ -54,10 +55,24 @@ struct Args {
     /// Do not copy DNS and HTTP payload snippets (no L7 records, no request latency).
     #[arg(long)]
     no_payloads: bool,
+    /// Network namespaces of pods without a pod cgroup, whose processes' CPU is
+    /// reported per namespace (repeatable; a glob in the last path component,
+    /// e.g. '/run/netns/lab-*'). The --netns namespaces are sampled too.
+    #[arg(long = "pod-netns", value_name = "GLOB")]
+    pod_netns: Vec<String>,
+    /// Where pod cgroups are looked for, relative to the root of the cgroup
+    /// hierarchy with CPU figures (e.g. a kind node's 'kubelet.slice').
+    #[arg(long, value_name = "PATH")]
+    cgroup_root: Option<PathBuf>,
+    /// Do not sample CPU per pod.
+    #[arg(long)]
+    no_cpu: bool,
 }
 
 /// How often interfaces are rescanned and losses reported.
 const HOUSEKEEPING: Duration = Duration::from_secs(2);
+/// How often CPU per pod is sampled.
+const CPU_INTERVAL: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     if let Err(e) = color_eyre::install() {
@@ -104,6 +119,9 @@ async fn run(args: Args) -> Result<()> {
     })?;
     let mut assembler = Assembler::new(&node, reasons, boot_to_unix_ns()?, Limits::default());
     let shipper = Shipper::spawn(args.relay.clone(), node.clone(), args.buffer);
+    if !args.no_cpu {
+        start_cpu_sampler(&args, shipper.cpu_sender())?;
+    }
     let mut watched = Watched::default();
     watched.rescan(&args, &mut probe, &mut assembler);
     if watched.attached.is_empty() {
@@ -158,6 +176,62 @@ async fn run(args: Args) -> Result<()> {
     drop(probe);
     shipper.flush(Duration::from_secs(2)).await;
     Ok(())
+}
+
+/// Samples CPU per pod every [`CPU_INTERVAL`] on a thread of its own (it
+/// reads files and may enter namespaces, which must not hold up the ring
+/// buffer reader); the thread ends with the process.
+fn start_cpu_sampler(args: &Args, sink: CpuSender) -> Result<()> {
+    let layout = CgroupLayout::detect();
+    if layout.is_none() && args.pod_netns.is_empty() && args.netns.is_empty() {
+        eprintln!(
+            "skymap-probe: no cgroup hierarchy with CPU figures and no --pod-netns: CPU per pod is not reported"
+        );
+    }
+    let mut sampler = CpuSampler::new(layout, args.cgroup_root.clone().unwrap_or_default());
+    let globs = args.pod_netns.clone();
+    let fixed = args.netns.clone();
+    let boot_to_unix = boot_to_unix_ns()?;
+    std::thread::Builder::new()
+        .name("cpu-sampler".into())
+        .spawn(move || {
+            loop {
+                let mut netns = fixed.clone();
+                netns.extend(globs.iter().flat_map(|glob| expand_path_glob(glob)));
+                if let Ok(mono) = monotonic_ns() {
+                    let unix = i64::try_from(mono)
+                        .unwrap_or(i64::MAX)
+                        .saturating_add(boot_to_unix);
+                    sink.send(sampler.sample(&netns, mono, unix));
+                }
+                std::thread::sleep(CPU_INTERVAL);
+            }
+        })
+        .wrap_err("cannot start the CPU sampler thread")?;
+    Ok(())
+}
+
+/// The paths matching `glob`, whose last component may hold `*` and `?`.
+fn expand_path_glob(glob: &str) -> Vec<PathBuf> {
+    let path = Path::new(glob);
+    let (Some(dir), Some(pattern)) = (path.parent(), path.file_name().and_then(|p| p.to_str()))
+    else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| netns::glob_match(pattern, n))
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
 }
 
 fn globs(args: &Args) -> Vec<String> {

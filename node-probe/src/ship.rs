@@ -5,14 +5,15 @@
 //! them as loss stage `probe-send-buffer`. One task connects, streams
 //! `FlowBatch`es (sequence numbered, with the loss counters accumulated since
 //! the previous batch) and reconnects with a backoff that starts at 100 ms and
-//! doubles up to 5 s.
+//! doubles up to 5 s. CPU samples ride along with the next batch; only the
+//! newest interval's are kept, since an older figure is stale.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use skymap_proto::v1::ingest_client::IngestClient;
-use skymap_proto::v1::{Flow, FlowBatch, LossCounter};
+use skymap_proto::v1::{CpuSample, Flow, FlowBatch, LossCounter};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,13 +37,15 @@ struct Queue {
     capacity: usize,
     /// Losses not yet reported, by stage.
     losses: BTreeMap<String, u64>,
+    /// The newest CPU samples, not yet sent.
+    cpu: Vec<CpuSample>,
     connected: bool,
     sent: u64,
 }
 
 impl Queue {
     fn take_batch(&mut self, node: &str, seq: u64) -> Option<FlowBatch> {
-        if self.flows.is_empty() && self.losses.values().all(|&n| n == 0) {
+        if self.flows.is_empty() && self.cpu.is_empty() && self.losses.values().all(|&n| n == 0) {
             return None;
         }
         let count = self.flows.len().min(BATCH_FLOWS);
@@ -61,6 +64,7 @@ impl Queue {
             seq,
             flows,
             losses,
+            cpu: std::mem::take(&mut self.cpu),
         })
     }
 }
@@ -134,6 +138,14 @@ impl Shipper {
         }
     }
 
+    /// A handle that hands CPU samples to this shipper from another thread.
+    pub fn cpu_sender(&self) -> CpuSender {
+        CpuSender {
+            queue: self.queue.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+
     pub fn status(&self) -> ShipStatus {
         let q = lock(&self.queue);
         ShipStatus {
@@ -157,6 +169,21 @@ impl Shipper {
             self.wake.notify_one();
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// See [`Shipper::cpu_sender`].
+#[derive(Debug, Clone)]
+pub struct CpuSender {
+    queue: Arc<Mutex<Queue>>,
+    wake: Arc<Notify>,
+}
+
+impl CpuSender {
+    /// Replaces the samples waiting to be sent with a newer interval's.
+    pub fn send(&self, samples: Vec<CpuSample>) {
+        lock(&self.queue).cpu = samples;
+        self.wake.notify_one();
     }
 }
 

@@ -371,7 +371,7 @@ fn encoded_batches() -> Vec<prost::bytes::Bytes> {
                 node_name: format!("node-{}", b % NODES),
                 seq: (b / NODES) as u64 + 1,
                 flows,
-                losses: Vec::new(),
+                ..FlowBatch::default()
             }
             .encode_to_vec()
             .into()

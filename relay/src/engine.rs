@@ -19,11 +19,12 @@ use std::sync::Arc;
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use skymap_proto::v1::layer7::Record;
 use skymap_proto::v1::{
-    Endpoint, Flow, FlowBatch, GraphEdge, GraphNode, GraphUpdate, L7Type, Layer7, LossCounter,
-    NodeKind, NodeState, NodeStatus, ObservationPoint, Protocol, StatusResponse, TcpFlag,
-    TrafficDirection, Verdict, Workload, Zoom,
+    CpuSample, Endpoint, Flow, FlowBatch, GraphEdge, GraphNode, GraphUpdate, L7Type, Layer7,
+    LossCounter, NodeKind, NodeState, NodeStatus, ObservationPoint, Protocol, StatusResponse,
+    TcpFlag, TrafficDirection, Verdict, Workload, Zoom,
 };
 
+use crate::cpu::{self, CpuTable, Target};
 use crate::dedup::{Decision, IpKey, LocalIps, decide};
 use crate::graph::{EdgeIx, Graph, NodeIx};
 use crate::history::{CompactFlow, History, Interner, strip};
@@ -59,6 +60,8 @@ const MAX_HELD: usize = 1_000_000;
 pub const LOSS_GRAPH_FULL: &str = "relay-graph-full";
 /// Loss stage for gaps in a probe's batch sequence numbers.
 pub const LOSS_BATCH_GAP: &str = "relay-batch-gap";
+/// Loss stage for CPU samples of pods beyond what the relay tracks.
+pub const LOSS_CPU_TABLE_FULL: &str = "relay-cpu-table-full";
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -224,6 +227,8 @@ pub struct Engine {
     flows_total: u64,
     /// Flows of batches without a node name, which no node can own.
     rejected_unowned: u64,
+    /// The probes' newest CPU sample per pod.
+    cpu: CpuTable,
 }
 
 impl Engine {
@@ -252,6 +257,7 @@ impl Engine {
             held: std::collections::VecDeque::new(),
             flows_total: 0,
             rejected_unowned: 0,
+            cpu: CpuTable::default(),
         }
     }
 
@@ -307,6 +313,9 @@ impl Engine {
             }
         };
         self.note_batch(node, &batch);
+        if !batch.cpu.is_empty() {
+            self.ingest_cpu(node, &batch.cpu, &mut outcome.errors);
+        }
 
         // Slots handed out during a batch must stay valid until its end, so
         // the resolution caches only start over between batches.
@@ -692,6 +701,88 @@ impl Engine {
         pending.clear();
     }
 
+    /// Keeps a batch's CPU samples (refusing invalid ones, with a reason in
+    /// `errors`) and writes the new totals onto the graphs.
+    fn ingest_cpu(&mut self, node: u32, samples: &[CpuSample], errors: &mut Vec<String>) {
+        if samples.len() > cpu::MAX_SAMPLES_PER_BATCH {
+            errors.push(format!(
+                "{} cpu samples in one batch (max {}), all refused",
+                samples.len(),
+                cpu::MAX_SAMPLES_PER_BATCH
+            ));
+            return;
+        }
+        for (index, sample) in samples.iter().enumerate() {
+            let target = cpu::validate(sample).and_then(|()| {
+                self.cpu_target(sample)
+                    .ok_or_else(|| "no pod with this UID or address is known".to_string())
+            });
+            match target {
+                Ok(target) => {
+                    if !self
+                        .cpu
+                        .record(node, cpu::sample_key(sample), target, sample)
+                    {
+                        self.nodes[node as usize].add_loss(LOSS_CPU_TABLE_FULL, 1);
+                    }
+                }
+                Err(reason) if errors.len() < MAX_ERRORS => {
+                    errors.push(format!("cpu sample {index}: {reason}"));
+                }
+                Err(_) => {}
+            }
+        }
+        self.apply_cpu();
+    }
+
+    /// The graph nodes a pod's CPU counts on: the pod its UID or an address
+    /// names in the metadata, else (no metadata for it) the address's own
+    /// pod-zoom node, as its flows show it.
+    fn cpu_target(&self, sample: &CpuSample) -> Option<Target> {
+        let by_uid = || {
+            (!sample.pod_uid.is_empty())
+                .then(|| self.metadata.pod_by_uid(&sample.pod_uid))
+                .flatten()
+        };
+        let by_ip = || {
+            sample.ips.iter().find_map(|bytes| {
+                let ip = skymap_proto::names::ip_from_bytes(bytes)?;
+                self.metadata
+                    .lookup(&ip)
+                    .filter(|info| info.kind == EndpointKind::Pod)
+            })
+        };
+        if let Some(info) = by_uid().or_else(by_ip) {
+            let template = template_from_info(info);
+            let (workload, pod, _) = graph_nodes(Some(&template), &IpKey::default());
+            return Some(Target {
+                workload: Some(Arc::from(workload.id)),
+                pod: Arc::from(pod.id),
+            });
+        }
+        // An address the metadata gives to a host or service is not a pod.
+        let first = sample.ips.first()?;
+        let known = skymap_proto::names::ip_from_bytes(first)
+            .is_some_and(|ip| self.metadata.lookup(&ip).is_some());
+        let ip = IpKey::from_bytes(first).filter(|_| !known)?;
+        let (_, pod, _) = graph_nodes(None, &ip);
+        Some(Target {
+            workload: None,
+            pod: Arc::from(pod.id),
+        })
+    }
+
+    fn apply_cpu(&mut self) {
+        if !self.cpu.take_changed() {
+            return;
+        }
+        let (workload, pod) = self.cpu.totals();
+        self.workload.set_cpu(&workload);
+        if let Some(graph) = self.pod.as_mut() {
+            graph.set_cpu(&pod);
+        }
+    }
+
     pub fn node_connected(&mut self, node: &str, now_ns: i64) {
         if let Some(id) = self.node_id(node) {
             let probe = &mut self.nodes[id as usize];
@@ -737,6 +828,9 @@ impl Engine {
             // Node indices are reused after removal.
             self.forget_resolutions();
         }
+        self.cpu
+            .expire(self.clock_ns.saturating_sub(cpu::SAMPLE_TTL_NS));
+        self.apply_cpu();
     }
 
     pub fn now_ns(&self) -> i64 {
@@ -1089,6 +1183,7 @@ fn graph_nodes(t: Option<&Endpoint>, ip: &IpKey) -> (GraphNode, GraphNode, Strin
         workload_kind: kind,
         labels: t.labels.clone(),
         node_name: String::new(),
+        cpu: None,
     };
     let pod = if t.pod_name.is_empty() {
         workload.clone()
@@ -1101,6 +1196,7 @@ fn graph_nodes(t: Option<&Endpoint>, ip: &IpKey) -> (GraphNode, GraphNode, Strin
             workload_kind: String::new(),
             labels: t.labels.clone(),
             node_name: t.node_name.clone(),
+            cpu: None,
         }
     };
     (workload, pod, format!("namespace:{ns}"))
@@ -1467,7 +1563,7 @@ mod tests {
             node_name: node.into(),
             seq,
             flows,
-            losses: Vec::new(),
+            ..FlowBatch::default()
         }
     }
 
@@ -1485,6 +1581,114 @@ mod tests {
         let mut ids: Vec<String> = update.edges.iter().map(|e| e.id.clone()).collect();
         ids.sort();
         ids
+    }
+
+    fn node<'a>(update: &'a GraphUpdate, id: &str) -> &'a GraphNode {
+        match update.nodes.iter().find(|n| n.id == id) {
+            Some(node) => node,
+            None => panic!(
+                "no node {id} in {:?}",
+                update.nodes.iter().map(|n| &n.id).collect::<Vec<_>>()
+            ),
+        }
+    }
+
+    fn cpu_sample(
+        uid: &str,
+        ip: Option<[u8; 4]>,
+        cores: f64,
+        limit: f64,
+        time_ns: i64,
+    ) -> CpuSample {
+        CpuSample {
+            pod_uid: uid.into(),
+            ips: ip.map(|ip| ip.to_vec()).into_iter().collect(),
+            cores,
+            limit_cores: limit,
+            throttled: 0.0,
+            time_ns,
+            interval_ns: SECOND as u64,
+        }
+    }
+
+    fn cpu_of(update: &GraphUpdate, id: &str) -> (f64, f64, u32) {
+        let cpu = node(update, id).cpu.unwrap_or_default();
+        (
+            (cpu.cores * 1000.0).round() / 1000.0,
+            cpu.limit_cores,
+            cpu.pods,
+        )
+    }
+
+    #[test]
+    fn cpu_samples_add_up_per_workload_pod_and_namespace_then_expire() {
+        let mut md = (*metadata()).clone();
+        let frontend = Some(("frontend", "Deployment"));
+        let first = pod(
+            "shop",
+            "frontend-7d9f8b6c5d-x2x4z",
+            frontend,
+            "node-a",
+            &["app=frontend"],
+        );
+        md.insert_pod_uid("uid-frontend-1".into(), first);
+        let mut engine = Engine::new(EngineConfig::default(), Arc::new(md));
+        let traffic = vec![
+            tcp(FRONTEND_1, 40000, CART, 8080),
+            tcp(FRONTEND_2, 40001, CART, 8080),
+            tcp(FRONTEND_1, 40002, OUTSIDE, 443),
+        ];
+        engine.ingest_batch(batch("node-a", 1, traffic), None);
+        let mut samples = batch("node-a", 2, Vec::new());
+        samples.cpu = vec![
+            cpu_sample("uid-frontend-1", None, 0.5, 1.0, T0),
+            cpu_sample("", Some(FRONTEND_2), 0.25, 1.0, T0),
+            cpu_sample("", Some(CART), 0.1, 0.0, T0),
+            cpu_sample("", Some(OUTSIDE), 2.0, 0.0, T0),
+            cpu_sample("uid-nobody-knows", None, 1.0, 0.0, T0),
+        ];
+        let outcome = engine.ingest_batch(samples, None);
+        assert_eq!(outcome.errors.len(), 1, "{:?}", outcome.errors);
+        assert!(
+            outcome.errors[0].starts_with("cpu sample 4: no pod"),
+            "{:?}",
+            outcome.errors
+        );
+
+        let workloads = engine.graph_snapshot(Zoom::Workload, &[]);
+        assert_eq!(cpu_of(&workloads, "workload:shop/frontend"), (0.75, 2.0, 2));
+        assert_eq!(cpu_of(&workloads, "workload:shop/cart"), (0.1, 0.0, 1));
+        // An address without metadata is only a pod-zoom node; "world" sums nothing.
+        assert_eq!(node(&workloads, "world").cpu, None);
+        let pods = engine.graph_snapshot(Zoom::Pod, &[]);
+        assert_eq!(
+            cpu_of(&pods, "pod:shop/frontend-7d9f8b6c5d-x2x4z"),
+            (0.5, 1.0, 1)
+        );
+        assert_eq!(cpu_of(&pods, "world:1.2.3.4"), (2.0, 0.0, 1));
+        let namespaces = engine.graph_snapshot(Zoom::Namespace, &[]);
+        // Cart has no limit, so the namespace has none either.
+        assert_eq!(cpu_of(&namespaces, "namespace:shop"), (0.85, 0.0, 3));
+
+        // A new sample for one pod: the next delta carries its workload only.
+        engine.take_deltas();
+        let mut newer = batch("node-a", 3, Vec::new());
+        newer.cpu = vec![cpu_sample("uid-frontend-1", None, 0.75, 1.0, T0 + SECOND)];
+        engine.ingest_batch(newer, None);
+        let delta = engine.take_deltas();
+        let ids: Vec<&str> = delta.workload.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["workload:shop/frontend"]);
+        assert_eq!(
+            cpu_of(&delta.workload, "workload:shop/frontend"),
+            (1.0, 2.0, 2)
+        );
+        assert_eq!(cpu_of(&delta.namespace, "namespace:shop"), (1.1, 0.0, 3));
+
+        // Samples that stop coming no longer count.
+        engine.advance(T0 + SECOND + cpu::SAMPLE_TTL_NS + 2 * SECOND);
+        let delta = engine.take_deltas();
+        assert_eq!(node(&delta.workload, "workload:shop/frontend").cpu, None);
+        assert_eq!(node(&delta.workload, "workload:shop/cart").cpu, None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use petgraph::Direction;
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableGraph};
 use rustc_hash::{FxHashMap, FxHashSet};
 use skymap_proto::names::protocol_name;
-use skymap_proto::v1::{GraphEdge, GraphNode, GraphUpdate, NodeKind, Zoom};
+use skymap_proto::v1::{CpuUsage, GraphEdge, GraphNode, GraphUpdate, NodeKind, Zoom};
 
 use crate::metadata::Metadata;
 use crate::stats::{EdgeStats, FlowFacts};
@@ -245,6 +245,21 @@ impl Graph {
     /// Removes edges with no record since `before_ns`, then nodes left
     /// without edges and not seen since then. Returns how many nodes went
     /// (node indices are reused, so callers caching them must forget them).
+    /// Sets every node's CPU to its total in `totals` (none when absent);
+    /// nodes whose figure changed go into the next delta.
+    pub fn set_cpu(&mut self, totals: &FxHashMap<Arc<str>, CpuUsage>) {
+        for (id, &ix) in &self.node_ids {
+            let Some(data) = self.graph.node_weight_mut(ix) else {
+                continue;
+            };
+            let cpu = totals.get(id);
+            if data.node.cpu.as_ref() != cpu {
+                data.node.cpu = cpu.copied();
+                mark(&mut data.dirty, &mut self.dirty_nodes, ix);
+            }
+        }
+    }
+
     pub fn expire(&mut self, before_ns: i64) -> usize {
         let idle: Vec<EdgeIx> = self
             .graph
@@ -449,13 +464,22 @@ impl Graph {
         only: Option<&FxHashSet<Arc<str>>>,
         metadata: &Metadata,
     ) -> Vec<GraphNode> {
-        let mut seen: FxHashSet<&str> = FxHashSet::default();
-        let mut nodes = Vec::new();
+        // A group's CPU is the sum of its members'.
+        let mut index: FxHashMap<&str, usize> = FxHashMap::default();
+        let mut nodes: Vec<GraphNode> = Vec::new();
         for data in self.graph.node_weights() {
-            if only.is_some_and(|only| !only.contains(&data.group)) || !seen.insert(&data.group) {
+            if only.is_some_and(|only| !only.contains(&data.group)) {
                 continue;
             }
-            nodes.push(Self::group_node(&data.group, &data.node, metadata));
+            let at = *index.entry(&data.group).or_insert_with(|| {
+                let mut group = Self::group_node(&data.group, &data.node, metadata);
+                group.cpu = None;
+                nodes.push(group);
+                nodes.len() - 1
+            });
+            if let Some(cpu) = &data.node.cpu {
+                crate::cpu::add(nodes[at].cpu.get_or_insert_default(), cpu);
+            }
         }
         nodes
     }

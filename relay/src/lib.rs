@@ -6,6 +6,7 @@
 //! - [`stats`]: the figures of one edge (counts, drops, statuses, latency, rates).
 //! - [`graph`]: the service graph (petgraph) at workload, pod and namespace zoom.
 //! - [`history`]: the bounded, compact ring of recent flows.
+//! - [`cpu`]: the probes' CPU samples per pod, summed per graph node.
 //! - [`engine`]: the synchronous core that ties them together; no I/O, no async,
 //!   so `skymap graph --file` and the benchmark use it directly.
 //! - [`aggregator`]: the one task that owns an [`engine::Engine`] and talks to
@@ -13,6 +14,7 @@
 //! - [`server`]: the gRPC services (ingest, observer, health, reflection).
 
 pub mod aggregator;
+pub mod cpu;
 pub mod dedup;
 pub mod engine;
 pub mod graph;

@@ -63,6 +63,8 @@ pub struct EndpointInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Metadata {
     endpoints: HashMap<IpAddr, Arc<EndpointInfo>>,
+    /// Pods by their UID, which is how a pod's cgroup names it.
+    pods_by_uid: HashMap<String, Arc<EndpointInfo>>,
     /// Namespace name → its labels ("key=value", sorted).
     namespaces: HashMap<String, Vec<String>>,
 }
@@ -78,6 +80,15 @@ impl Metadata {
 
     pub fn insert(&mut self, ip: IpAddr, info: EndpointInfo) {
         self.endpoints.insert(ip, Arc::new(info));
+    }
+
+    /// The pod with this UID (`metadata.uid`), if it has an address.
+    pub fn pod_by_uid(&self, uid: &str) -> Option<&Arc<EndpointInfo>> {
+        self.pods_by_uid.get(uid)
+    }
+
+    pub fn insert_pod_uid(&mut self, uid: String, info: EndpointInfo) {
+        self.pods_by_uid.insert(uid, Arc::new(info));
     }
 
     pub fn set_namespace(&mut self, name: String, labels: Vec<String>) {
@@ -451,6 +462,9 @@ fn join(objects: Objects, warnings: &mut Vec<MetadataWarning>) -> Metadata {
                 .unwrap_or_default(),
             services,
         };
+        if let Some(uid) = pod.metadata.uid.clone().filter(|uid| !uid.is_empty()) {
+            md.insert_pod_uid(uid, info.clone());
+        }
         for text in ips {
             match text.parse::<IpAddr>() {
                 Ok(ip) => md.insert(ip, info.clone()),
@@ -659,6 +673,13 @@ mod tests {
         assert_eq!(md.pods(), 7);
 
         let coredns = at(&md, "10.244.0.3");
+        // The UID (how a pod's cgroup names it) finds the same pod.
+        assert_eq!(md.pod_by_uid("a1-4xk2p").map(|p| &**p), Some(coredns));
+        assert_eq!(
+            md.pod_by_uid("9f1c869d"),
+            None,
+            "an owner's UID is not a pod's"
+        );
         assert_eq!(coredns.kind, EndpointKind::Pod);
         assert_eq!(
             (coredns.namespace.as_str(), coredns.name.as_str()),

@@ -179,6 +179,7 @@ impl FakeNode {
             seq: self.seq,
             flows,
             losses,
+            cpu: Vec::new(),
         };
         self.tx.send(batch).await.expect("stream open");
     }

@@ -14,7 +14,8 @@ use ratatui::style::Modifier;
 use skymap_proto::names::ip_to_bytes;
 use skymap_proto::v1::layer7::Record;
 use skymap_proto::v1::{
-    Dns, Endpoint, Flow, Http, L7Type, Layer4, Layer7, Protocol, Verdict, Workload,
+    CpuUsage, Dns, Endpoint, Flow, GraphNode, GraphUpdate, Http, L7Type, Layer4, Layer7, NodeKind,
+    Protocol, Verdict, Workload, Zoom,
 };
 use skymap_themes::{ColorDepth, Role, default_theme};
 use skymap_tui::app::{App, Effect, Options, Selection, View};
@@ -350,7 +351,7 @@ fn story_map_navigation_focus_noise_and_zoom() {
 
     // Zoom out asks the relay for the namespace graph.
     match key(&mut app, KeyCode::Char('-')) {
-        Effect::Resubscribe(sub) => assert_eq!(sub.zoom, skymap_proto::v1::Zoom::Namespace),
+        Effect::Resubscribe(sub) => assert_eq!(sub.zoom, Zoom::Namespace),
         other => panic!("zoom out should resubscribe, got {other:?}"),
     }
 }
@@ -468,6 +469,92 @@ fn hostile_strings_never_reach_the_terminal() {
             }
         }
     }
+}
+
+/// A delta that gives the frontend workload this CPU figure.
+fn frontend_cpu(app: &mut App, cpu: CpuUsage) {
+    app.apply(Event::Graph(GraphUpdate {
+        time_ns: app.graph.time_ns(),
+        full: false,
+        zoom: Zoom::Workload as i32,
+        nodes: vec![GraphNode {
+            id: FRONTEND.into(),
+            kind: NodeKind::Workload as i32,
+            namespace: "shop".into(),
+            name: "frontend".into(),
+            cpu: Some(cpu),
+            ..GraphNode::default()
+        }],
+        ..GraphUpdate::default()
+    }));
+}
+
+#[test]
+fn details_show_the_servers_cpu_against_its_limit() {
+    let mut app = demo_app(Glyphs::Unicode, ColorDepth::TrueColor, DURING_DROPS);
+    app.selection = Some(Selection::Node(FRONTEND.into()));
+    let screen = text(&mut app, 160, 48);
+    assert!(screen.contains("cpu        not reported"), "{screen}");
+
+    frontend_cpu(
+        &mut app,
+        CpuUsage {
+            cores: 0.48,
+            limit_cores: 0.5,
+            throttled: 0.314,
+            pods: 2,
+            time_ns: 1,
+        },
+    );
+    let buffer = frame(&mut app, 160, 48);
+    let (line, more) = ("0.48 of 0.50 cores (96%)", "throttled 31%, 2 pods");
+    let warning = Styles::new(&default_theme(), ColorDepth::TrueColor).get(Role::Warning);
+    for words in [line, more] {
+        let at = find_word(&buffer, words);
+        assert_eq!(
+            at.len(),
+            1,
+            "{words:?} once in {}",
+            ui::buffer_text(&buffer)
+        );
+        // Near the limit and throttled: the warning colour.
+        let (x0, y) = at[0];
+        let cells = x0..x0 + words.chars().count() as u16;
+        assert!(
+            cells
+                .into_iter()
+                .all(|x| Some(buffer[(x, y)].fg) == warning.fg)
+        );
+    }
+
+    // An edge into the frontend shows the frontend's CPU too.
+    let caller = app
+        .graph
+        .edges_to(FRONTEND)
+        .next()
+        .expect("someone calls the frontend")
+        .source
+        .clone();
+    app.selection = Some(Selection::Pair(caller, FRONTEND.into()));
+    assert!(text(&mut app, 160, 48).contains(line));
+
+    // Garbage from a relay is no figure at all, and never a panic.
+    app.selection = Some(Selection::Node(FRONTEND.into()));
+    frontend_cpu(
+        &mut app,
+        CpuUsage {
+            cores: f64::NAN,
+            limit_cores: f64::INFINITY,
+            throttled: -3.0,
+            pods: 1,
+            time_ns: 1,
+        },
+    );
+    let screen = text(&mut app, 160, 48);
+    assert!(
+        screen.contains("cpu        0.00 cores (no limit)"),
+        "{screen}"
+    );
 }
 
 #[test]

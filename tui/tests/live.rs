@@ -101,7 +101,7 @@ async fn ingest_one_flow(url: &str) {
         node_name: "n".to_string(),
         seq: 1,
         flows: vec![syn_flow()],
-        losses: Vec::new(),
+        ..FlowBatch::default()
     };
     let summary = client
         .stream(tokio_stream::iter([batch]))

@@ -27,6 +27,7 @@ fn workload(ns: &str, name: &str) -> GraphNode {
         workload_kind: "Deployment".to_string(),
         labels: vec![format!("app={name}")],
         node_name: String::new(),
+        cpu: None,
     }
 }
 

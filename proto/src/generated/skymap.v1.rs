@@ -408,6 +408,40 @@ pub struct FlowBatch {
     /// Cumulative counters of the probe's own losses, per stage.
     #[prost(message, repeated, tag = "4")]
     pub losses: ::prost::alloc::vec::Vec<LossCounter>,
+    /// CPU use of the node's pods over the probe's last sampling interval
+    /// (about a second). Sent once per interval, so most batches have none;
+    /// the relay keeps the newest sample per pod.
+    #[prost(message, repeated, tag = "5")]
+    pub cpu: ::prost::alloc::vec::Vec<CpuSample>,
+}
+/// One pod's CPU use, measured by the probe on the pod's node: from the pod's
+/// cgroup, or for a network namespace without a pod cgroup, from the CPU time
+/// of the processes inside it.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CpuSample {
+    /// The pod's Kubernetes UID, read from its cgroup's name; empty without a
+    /// pod cgroup (then `ips` identify the pod).
+    #[prost(string, tag = "1")]
+    pub pod_uid: ::prost::alloc::string::String,
+    /// The addresses of the pod's network namespace, when the probe knows them.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub ips: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    /// Average CPU over the interval, in cores (1.0 = one CPU busy all the time).
+    #[prost(double, tag = "3")]
+    pub cores: f64,
+    /// The pod's CPU limit in cores (CFS quota / period); 0 = no limit.
+    #[prost(double, tag = "4")]
+    pub limit_cores: f64,
+    /// Share of the interval's CFS enforcement periods in which the pod was
+    /// throttled, 0..1 (0 without a limit).
+    #[prost(double, tag = "5")]
+    pub throttled: f64,
+    /// End of the interval, unix ns.
+    #[prost(int64, tag = "6")]
+    pub time_ns: i64,
+    /// Length of the interval, ns.
+    #[prost(uint64, tag = "7")]
+    pub interval_ns: u64,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct IngestSummary {
@@ -525,7 +559,7 @@ pub mod get_flows_response {
         Lost(super::LostFlows),
     }
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GraphNode {
     /// Stable within a relay's lifetime: "workload:NS/NAME", "pod:NS/NAME",
     /// "service:NS/NAME", "world", "world:IP", "host:NODE", "namespace:NS".
@@ -546,6 +580,29 @@ pub struct GraphNode {
     /// Kubernetes node, for pods and hosts.
     #[prost(string, tag = "7")]
     pub node_name: ::prost::alloc::string::String,
+    /// CPU of the node's pods, from the probes' newest samples; absent when no
+    /// probe reports CPU for any of them.
+    #[prost(message, optional, tag = "8")]
+    pub cpu: ::core::option::Option<CpuUsage>,
+}
+/// CPU of one graph node: the sum over its pods.
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct CpuUsage {
+    /// Cores in use (sum over the pods).
+    #[prost(double, tag = "1")]
+    pub cores: f64,
+    /// Sum of the pods' limits in cores; 0 when any of them has no limit.
+    #[prost(double, tag = "2")]
+    pub limit_cores: f64,
+    /// The most throttled pod's share of throttled periods, 0..1.
+    #[prost(double, tag = "3")]
+    pub throttled: f64,
+    /// Pods that reported.
+    #[prost(uint32, tag = "4")]
+    pub pods: u32,
+    /// Newest sample, unix ns.
+    #[prost(int64, tag = "5")]
+    pub time_ns: i64,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct VerdictCount {

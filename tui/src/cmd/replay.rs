@@ -46,7 +46,7 @@ impl NodeStream {
             node_name: self.name.clone(),
             seq: self.seq,
             flows: std::mem::take(&mut self.pending),
-            losses: Vec::new(),
+            ..FlowBatch::default()
         };
         self.batches
             .send(batch)

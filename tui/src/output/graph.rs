@@ -107,6 +107,19 @@ struct JsonNode<'a> {
     workload_kind: &'a str,
     labels: &'a [String],
     node_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu: Option<JsonCpu>,
+}
+
+/// A node's CPU, as the probes sampled it.
+#[derive(Serialize)]
+struct JsonCpu {
+    cores: f64,
+    /// 0 = no limit.
+    limit_cores: f64,
+    /// Share of throttled periods, 0..1.
+    throttled: f64,
+    pods: u32,
 }
 
 #[derive(Serialize)]
@@ -200,6 +213,12 @@ impl<'a> JsonGraph<'a> {
                     workload_kind: &n.workload_kind,
                     labels: &n.labels,
                     node_name: &n.node_name,
+                    cpu: n.cpu.as_ref().map(|c| JsonCpu {
+                        cores: c.cores,
+                        limit_cores: c.limit_cores,
+                        throttled: c.throttled,
+                        pods: c.pods,
+                    }),
                 })
                 .collect(),
             edges: edges.iter().map(|e| JsonEdge::new(e)).collect(),
@@ -568,6 +587,7 @@ mod tests {
             },
             labels: vec![format!("app={name}")],
             node_name: String::new(),
+            cpu: None,
         }
     }
 

@@ -73,6 +73,45 @@ pub struct Node {
     /// `key=value`.
     pub labels: Vec<String>,
     pub node_name: String,
+    /// CPU of the node's pods, when a probe reports it.
+    pub cpu: Option<Cpu>,
+}
+
+/// CPU of a node's pods, as the probes sampled it, in whole units so a
+/// hostile figure (NaN, negative, huge) cannot reach the screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cpu {
+    pub millicores: u64,
+    /// 0 = no limit.
+    pub limit_millicores: u64,
+    /// Share of CFS periods throttled, in per mille.
+    pub throttled_permille: u16,
+    pub pods: u32,
+}
+
+impl Cpu {
+    fn from_wire(cpu: &v1::CpuUsage) -> Self {
+        // Beyond a million cores a figure is garbage; NaN and infinities too.
+        let milli = |cores: f64| {
+            if cores.is_finite() {
+                (cores.clamp(0.0, 1e6) * 1000.0).round() as u64
+            } else {
+                0
+            }
+        };
+        Self {
+            millicores: milli(cpu.cores),
+            limit_millicores: milli(cpu.limit_cores),
+            // clamp keeps NaN; `as` turns it into 0.
+            throttled_permille: (cpu.throttled.clamp(0.0, 1.0) * 1000.0).round() as u16,
+            pods: cpu.pods,
+        }
+    }
+
+    /// Use as a share of the limit, 0..; `None` without a limit.
+    pub fn of_limit(&self) -> Option<f64> {
+        (self.limit_millicores > 0).then(|| self.millicores as f64 / self.limit_millicores as f64)
+    }
 }
 
 impl Node {
@@ -85,6 +124,7 @@ impl Node {
             workload_kind: clean(&node.workload_kind),
             labels: node.labels.iter().map(|l| clean(l)).collect(),
             node_name: clean(&node.node_name),
+            cpu: node.cpu.as_ref().map(Cpu::from_wire),
         }
     }
 }

@@ -19,7 +19,7 @@ pub use dns::{DnsRow, DnsSummary, SearchPathGroup};
 pub use drops::{DropRow, DropSummary};
 pub use flows::FlowLog;
 pub use graph::{
-    Edge, Health, Latency, Node, NodeKind, Rates, ServiceGraph, Zoom, error_ratio, health,
+    Cpu, Edge, Health, Latency, Node, NodeKind, Rates, ServiceGraph, Zoom, error_ratio, health,
 };
 pub use tree::{NamespaceFilter, NamespaceTree, TreeRow};
 

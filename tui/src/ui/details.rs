@@ -18,7 +18,7 @@ use crate::app::model::{graph_id, latency_text, rate_text, shown_rate};
 use crate::app::series::{self, LatencyPoint};
 use crate::app::{App, Pane, Selection};
 use crate::map::{FOCUS_OTHERS_ID, Glyphs};
-use crate::state::{Edge, Health, error_ratio, health};
+use crate::state::{Cpu, Edge, Health, error_ratio, health};
 
 pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let block = super::pane_block(app, Pane::Details, "details".to_string());
@@ -86,7 +86,12 @@ pub(super) fn draw(frame: &mut Frame, area: Rect, app: &App) {
             app.styles.get(Role::Muted),
         )));
     }
-    let signals = Signals::of(&edges);
+    let mut signals = Signals::of(&edges);
+    // Saturation is the server's: the selected box, or the edge's callee.
+    let server = match &selection {
+        Selection::Node(id) | Selection::Pair(_, id) => graph_id(id),
+    };
+    signals.cpu = app.graph.node(server).and_then(|n| n.cpu);
     let now = app.graph.time_ns();
     let rates = app.series.rates(edges.iter().map(|e| e.id.as_str()), now);
     let latency_points = if selected_node {
@@ -208,6 +213,8 @@ struct Signals {
     p99: Option<Duration>,
     connect_p50: Option<Duration>,
     drops: BTreeMap<String, u64>,
+    /// The server's CPU, when a probe reports it.
+    cpu: Option<Cpu>,
 }
 
 impl Signals {
@@ -254,6 +261,7 @@ impl Signals {
         let mut lines = Vec::new();
         if self.edges == 0 {
             lines.push(Line::from(muted("no traffic in".to_string())));
+            lines.extend(cpu_lines(self.cpu, app));
             return lines;
         }
         let traffic = if self.requests_per_s > 0.0 {
@@ -331,8 +339,8 @@ impl Signals {
                     Role::Muted
                 }),
             ),
-            muted("  cpu: not reported".to_string()),
         ]));
+        lines.extend(cpu_lines(self.cpu, app));
         if !self.drops.is_empty() {
             let mut spans = vec![label("drops")];
             for (reason, flows) in &self.drops {
@@ -345,6 +353,49 @@ impl Signals {
         }
         lines
     }
+}
+
+/// "cpu  0.42 of 1.00 cores (42%)", then "throttled 12%, 3 pods" below it
+/// when there is either (the pane is narrow); in the warning colour from 90%
+/// of the limit or 25% of periods throttled.
+fn cpu_lines(cpu: Option<Cpu>, app: &App) -> Vec<Line<'static>> {
+    let label = |text: &str| Span::styled(format!("{text:<11}"), app.styles.get(Role::Header));
+    let Some(cpu) = cpu else {
+        return vec![Line::from(vec![
+            label("cpu"),
+            Span::styled("not reported", app.styles.get(Role::Muted)),
+        ])];
+    };
+    let cores = |milli: u64| format!("{:.2}", milli as f64 / 1000.0);
+    let usage = match cpu.of_limit() {
+        Some(share) => format!(
+            "{} of {} cores ({:.0}%)",
+            cores(cpu.millicores),
+            cores(cpu.limit_millicores),
+            share * 100.0
+        ),
+        None => format!("{} cores (no limit)", cores(cpu.millicores)),
+    };
+    let mut more = Vec::new();
+    if cpu.throttled_permille > 0 {
+        more.push(format!(
+            "throttled {:.0}%",
+            f64::from(cpu.throttled_permille) / 10.0
+        ));
+    }
+    if cpu.pods > 1 {
+        more.push(format!("{} pods", cpu.pods));
+    }
+    let hot = cpu.of_limit().is_some_and(|share| share >= 0.9) || cpu.throttled_permille >= 250;
+    let style = app.styles.get(if hot { Role::Warning } else { Role::Text });
+    let mut lines = vec![Line::from(vec![label("cpu"), Span::styled(usage, style)])];
+    if !more.is_empty() {
+        lines.push(Line::from(vec![
+            label(""),
+            Span::styled(more.join(", "), style),
+        ]));
+    }
+    lines
 }
 
 fn latency_role(p95: Duration) -> Role {
