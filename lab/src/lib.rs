@@ -1,0 +1,13 @@
+//! skymap lab: a small but real cluster built from network namespaces, for
+//! the live demo and for truth tests that compare what skymap shows with
+//! what the workloads themselves counted.
+//!
+//! - [`scenario`]: the scenario file (namespaces, workloads, services,
+//!   policies), parsed and checked before anything is created.
+//! - [`policy`]: Kubernetes NetworkPolicies compiled to nftables rules per node.
+//! - [`workload`]: the programs pods run (DNS server, HTTP servers, clients),
+//!   each counting what it sent and received.
+
+pub mod policy;
+pub mod scenario;
+pub mod workload;
