@@ -5,9 +5,11 @@
 //! - [`scenario`]: the scenario file (namespaces, workloads, services,
 //!   policies), parsed and checked before anything is created.
 //! - [`policy`]: Kubernetes NetworkPolicies compiled to nftables rules per node.
+//! - [`net`]: nodes and pods as network namespaces, routes and service DNAT.
 //! - [`workload`]: the programs pods run (DNS server, HTTP servers, clients),
 //!   each counting what it sent and received.
 
+pub mod net;
 pub mod policy;
 pub mod scenario;
 pub mod workload;
