@@ -46,6 +46,8 @@ pub enum NetError {
     BadId(String),
     #[error("node index {0} is out of range (1-250)")]
     BadNode(u8),
+    #[error("pod {0} is placed on a node the plan does not have")]
+    NoNode(String),
 }
 
 /// The node-to-node network.
@@ -150,10 +152,16 @@ impl Names {
         format!("{}node-{}", self.prefix(), node.index)
     }
 
-    /// Pods by position in the plan: names stay short and valid whatever
-    /// the pod is called.
-    pub fn pod(&self, index: usize) -> String {
-        format!("{}pod-{index}", self.prefix())
+    /// Pods by node and position in the plan: names stay short and valid
+    /// whatever the pod is called, and a node's pods share a prefix.
+    pub fn pod(&self, node: &NodeNet, index: usize) -> String {
+        format!("{}n{}-p{index}", self.prefix(), node.index)
+    }
+
+    /// A glob for the namespaces of `node`'s pods (for the probe's
+    /// `--pod-netns`).
+    pub fn pods_glob(&self, node: &NodeNet) -> String {
+        format!("/run/netns/{}n{}-p*", self.prefix(), node.index)
     }
 
     /// The pod's veth in its node's namespace (at most 15 bytes).
@@ -297,8 +305,12 @@ fn build_steps(
     for node in &plan.nodes {
         let _ = writeln!(create, "netns add {}", names.node(node));
     }
-    for index in 0..plan.pods.len() {
-        let _ = writeln!(create, "netns add {}", names.pod(index));
+    for (index, pod) in plan.pods.iter().enumerate() {
+        let node = plan
+            .nodes
+            .get(pod.node)
+            .ok_or(NetError::NoNode(pod.key.clone()))?;
+        let _ = writeln!(create, "netns add {}", names.pod(node, index));
     }
     ip_batch("creating namespaces", None, &create)?;
 
@@ -337,7 +349,7 @@ fn build_steps(
             let _ = writeln!(
                 setup,
                 "link add {link} type veth peer name eth0 netns {}",
-                names.pod(index)
+                names.pod(node, index)
             );
             let _ = writeln!(setup, "addr add {}/32 dev {link}", node.gateway());
             let _ = writeln!(setup, "link set {link} up");
@@ -363,8 +375,11 @@ fn build_steps(
     ));
     let nat = service_nat_script(&plan.services);
     for (index, pod) in plan.pods.iter().enumerate() {
-        let node = plan.nodes.get(pod.node).ok_or(NetError::BadNode(0))?;
-        let ns = names.pod(index);
+        let node = plan
+            .nodes
+            .get(pod.node)
+            .ok_or(NetError::NoNode(pod.key.clone()))?;
+        let ns = names.pod(node, index);
         let setup = format!(
             "link set lo up\naddr add {ip}/32 dev eth0\nlink set eth0 up\nroute add {gw} dev eth0 scope link\nroute add default via {gw} dev eth0\n",
             ip = pod.ip,

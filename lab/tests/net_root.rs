@@ -96,25 +96,28 @@ fn pods_talk_across_nodes_and_through_services_and_nothing_is_left() {
     net::build(&names, &plan, &mut |s| steps.push(s.to_string())).expect("the lab's network");
     assert!(steps.len() >= 4, "progress is reported: {steps:?}");
     assert_eq!(net::existing(&names).len(), 1 + 2 + 3);
+    assert_eq!(
+        names.pods_glob(&plan.nodes[0]),
+        format!("/run/netns/skymap-{id}-n1-p*")
+    );
+    assert_eq!(
+        names.pods_glob(&plan.nodes[0]),
+        format!("/run/netns/skymap-{id}-n1-p*")
+    );
 
-    let server_c = serve(&names.pod(2), c, 8080, "from c");
-    let server_b = serve(&names.pod(1), b, 8080, "from b");
+    let pod = |index: usize| names.pod(&plan.nodes[plan.pods[index].node], index);
+    let server_c = serve(&pod(2), c, 8080, "from c");
+    let server_b = serve(&pod(1), b, 8080, "from b");
     // Across nodes, on one node, and through the service's address.
+    assert_eq!(fetch(&pod(0), (c, 8080).into()).expect("a to c"), "from c");
+    assert_eq!(fetch(&pod(0), (b, 8080).into()).expect("a to b"), "from b");
     assert_eq!(
-        fetch(&names.pod(0), (c, 8080).into()).expect("a to c"),
-        "from c"
-    );
-    assert_eq!(
-        fetch(&names.pod(0), (b, 8080).into()).expect("a to b"),
-        "from b"
-    );
-    assert_eq!(
-        fetch(&names.pod(1), (service, 80).into()).expect("b to the service"),
+        fetch(&pod(1), (service, 80).into()).expect("b to the service"),
         "from c"
     );
     // No route leads out of the lab: an outside address is unreachable at
     // once (the node has no default route), not merely slow.
-    let outside = fetch(&names.pod(0), (Ipv4Addr::new(192, 0, 2, 1), 80).into());
+    let outside = fetch(&pod(0), (Ipv4Addr::new(192, 0, 2, 1), 80).into());
     let err = outside.expect_err("nothing routes out");
     assert!(
         matches!(
