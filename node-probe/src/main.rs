@@ -43,8 +43,8 @@ struct Args {
     /// e.g. /run/netns/NAME or /proc/PID/ns/net.
     #[arg(long = "netns", value_name = "PATH")]
     netns: Vec<PathBuf>,
-    /// Ring buffer size in bytes (a power of two).
-    #[arg(long, default_value_t = 1 << 22)]
+    /// Ring buffer size in bytes: a power of two from 4096 to 1073741824.
+    #[arg(long, default_value_t = 1 << 22, value_parser = ring_bytes)]
     ring_bytes: u32,
     /// How often long flows report their counters.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
@@ -104,7 +104,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// The kernel takes only a power-of-two number of pages; aya would round
+/// anything else up silently, and overflow near 4 GiB.
+fn ring_bytes(text: &str) -> Result<u32, String> {
+    let bytes: u32 = text.parse().map_err(|e| format!("{e}"))?;
+    if bytes.is_power_of_two() && (4096..=1 << 30).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err("not a power of two from 4096 to 1073741824".to_string())
+    }
+}
+
 async fn run(args: Args) -> Result<()> {
+    // Before anything that takes time: a signal arriving before the handlers
+    // exist would kill the process instead of detaching cleanly.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let node = match &args.node {
         Some(node) => node.clone(),
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -146,9 +161,6 @@ async fn run(args: Args) -> Result<()> {
         args.relay
     );
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let interrupt = tokio::signal::ctrl_c();
-    tokio::pin!(interrupt);
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     let mut losses = Losses::default();
     let mut flows = Vec::new();
@@ -168,7 +180,7 @@ async fn run(args: Args) -> Result<()> {
                 let increments = losses.since_last(&probe, &assembler);
                 shipper.add_losses(increments.iter().map(|(stage, n)| (stage.as_str(), *n)));
             }
-            _ = &mut interrupt => break,
+            _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
     }
@@ -360,7 +372,7 @@ fn netns_ino(path: &Path) -> u32 {
     std::fs::metadata(path).map_or(0, |m| m.ino() as u32)
 }
 
-/// Loss counters are cumulative where they are counted; the relay adds up
+/// Loss counters are cumulative where they are counted; the shipper adds up
 /// increments.
 #[derive(Debug, Default)]
 struct Losses {

@@ -3,10 +3,12 @@
 //! [`Shipper::send`] only appends to a bounded queue: when the relay is away
 //! or slow the queue keeps the newest flows and drops the oldest, counting
 //! them as loss stage `probe-send-buffer`. One task connects, streams
-//! `FlowBatch`es (sequence numbered, with the loss counters accumulated since
-//! the previous batch) and reconnects with a backoff that starts at 100 ms and
-//! doubles up to 5 s. CPU samples ride along with the next batch; only the
-//! newest interval's are kept, since an older figure is stale.
+//! `FlowBatch`es (sequence numbered, carrying the probe's cumulative loss
+//! counters, which is how the relay reads them) and reconnects with a backoff
+//! that starts at 100 ms and doubles up to 5 s. CPU samples ride along with
+//! the next batch; only the newest interval's are kept, since an older figure
+//! is stale. Every new stream starts with a batch, empty if need be, so the
+//! relay shows the node connected even while its interfaces are quiet.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,8 +37,11 @@ pub const LOSS_SEND_FAILED: &str = "probe-send-failed";
 struct Queue {
     flows: VecDeque<Flow>,
     capacity: usize,
-    /// Losses not yet reported, by stage.
+    /// Losses since the probe started, by stage.
     losses: BTreeMap<String, u64>,
+    /// The relay has not heard of the latest losses, or a new stream has
+    /// not yet been announced.
+    report: bool,
     /// The newest CPU samples, not yet sent.
     cpu: Vec<CpuSample>,
     connected: bool,
@@ -45,17 +50,18 @@ struct Queue {
 
 impl Queue {
     fn take_batch(&mut self, node: &str, seq: u64) -> Option<FlowBatch> {
-        if self.flows.is_empty() && self.cpu.is_empty() && self.losses.values().all(|&n| n == 0) {
+        if self.flows.is_empty() && self.cpu.is_empty() && !self.report {
             return None;
         }
+        self.report = false;
         let count = self.flows.len().min(BATCH_FLOWS);
         let flows: Vec<Flow> = self.flows.drain(..count).collect();
-        let losses = std::mem::take(&mut self.losses)
-            .into_iter()
-            .filter(|&(_, count)| count > 0)
-            .map(|(stage, count)| LossCounter {
+        let losses = self
+            .losses
+            .iter()
+            .map(|(stage, &count)| LossCounter {
                 node_name: node.to_string(),
-                stage,
+                stage: stage.clone(),
                 count,
             })
             .collect();
@@ -66,6 +72,13 @@ impl Queue {
             losses,
             cpu: std::mem::take(&mut self.cpu),
         })
+    }
+
+    fn lose(&mut self, stage: &str, count: u64) {
+        if count > 0 {
+            *self.losses.entry(stage.to_string()).or_default() += count;
+            self.report = true;
+        }
     }
 }
 
@@ -121,7 +134,7 @@ impl Shipper {
             let excess = q.flows.len().saturating_sub(q.capacity);
             if excess > 0 {
                 q.flows.drain(..excess);
-                *q.losses.entry(LOSS_SEND_BUFFER.to_string()).or_default() += excess as u64;
+                q.lose(LOSS_SEND_BUFFER, excess as u64);
             }
         }
         self.wake.notify_one();
@@ -132,9 +145,7 @@ impl Shipper {
     pub fn add_losses<'a>(&self, losses: impl IntoIterator<Item = (&'a str, u64)>) {
         let mut q = lock(&self.queue);
         for (stage, count) in losses {
-            if count > 0 {
-                *q.losses.entry(stage.to_string()).or_default() += count;
-            }
+            q.lose(stage, count);
         }
     }
 
@@ -161,7 +172,7 @@ impl Shipper {
         while tokio::time::Instant::now() < deadline {
             let idle = {
                 let q = lock(&self.queue);
-                q.flows.is_empty() && q.losses.is_empty()
+                q.flows.is_empty() && !q.report
             };
             if idle {
                 return;
@@ -204,7 +215,11 @@ async fn run(url: String, node: String, queue: Arc<Mutex<Queue>>, wake: Arc<Noti
         let (tx, rx) = mpsc::channel::<FlowBatch>(1);
         let mut client = client;
         let mut call = tokio::spawn(async move { client.stream(ReceiverStream::new(rx)).await });
-        lock(&queue).connected = true;
+        {
+            let mut q = lock(&queue);
+            q.connected = true;
+            q.report = true;
+        }
         backoff = BACKOFF_FIRST;
         loop {
             tokio::select! {
@@ -223,10 +238,7 @@ async fn run(url: String, node: String, queue: Arc<Mutex<Queue>>, wake: Arc<Noti
                         lock(&queue).sent += flows;
                     }
                     Err(_) => {
-                        *lock(&queue)
-                            .losses
-                            .entry(LOSS_SEND_FAILED.to_string())
-                            .or_default() += flows;
+                        lock(&queue).lose(LOSS_SEND_FAILED, flows);
                         break;
                     }
                 }

@@ -5,10 +5,8 @@
 //! go through the assembler into the relay's engine, and the graph must
 //! count exactly what the client did.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +22,9 @@ use skymap_relay::engine::aggregate_flows;
 use skymap_relay::metadata::Metadata;
 
 mod common;
-use common::{SERVER_IP, Topology, collect};
+use common::{
+    SERVER_IP, Topology, collect, dns_client, dns_lookup, http_get, nft, serve_dns, serve_http,
+};
 
 const OK_REQUESTS: usize = 4;
 const FAILING_REQUESTS: usize = 1;
@@ -34,46 +34,6 @@ const LOOKUPS_EACH: usize = 3;
 const KNOWN: &str = "exists.skymap.test";
 const UNKNOWN: &str = "missing.skymap.test";
 const BLOCKED_PORT: u16 = 9999;
-
-fn dns_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = Vec::new();
-    q.extend(id.to_be_bytes());
-    q.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend(label.as_bytes());
-    }
-    q.extend([0, 0, 1, 0, 1]); // root, A, IN
-    q
-}
-
-/// Answers A for [`KNOWN`], NXDOMAIN for anything else.
-fn dns_answer(query: &[u8]) -> Vec<u8> {
-    let question_end = 12 + query[12..].iter().position(|&b| b == 0).unwrap_or(0) + 5;
-    let question = &query[12..question_end.min(query.len())];
-    let known = question.windows(6).any(|w| w == b"exists");
-    let mut r = Vec::new();
-    r.extend(&query[..2]);
-    r.extend([0x81, if known { 0x80 } else { 0x83 }]); // QR RD RA, rcode
-    r.extend([0, 1, 0, u8::from(known), 0, 0, 0, 0]);
-    r.extend(question);
-    if known {
-        r.extend([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 9, 8, 7]);
-    }
-    r
-}
-
-fn nft(namespace: &str, rule: &str) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", namespace, "nft", rule])
-        .output()
-        .expect("nftables is installed");
-    assert!(
-        out.status.success(),
-        "nft {rule}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn edge<'a>(edges: &'a [GraphEdge], port: u32, what: &str) -> &'a GraphEdge {
     edges
@@ -134,57 +94,22 @@ async fn the_relay_counts_exactly_what_the_client_did() {
     })
     .expect("enter");
     let http_port = listener.local_addr().expect("addr").port();
-    let http = std::thread::spawn(move || {
-        for _ in 0..OK_REQUESTS + FAILING_REQUESTS {
-            let Ok((mut stream, _)) = listener.accept() else {
-                return;
-            };
-            let mut request = [0u8; 256];
-            let n = stream.read(&mut request).unwrap_or(0);
-            std::thread::sleep(SERVER_DELAY);
-            let reply: &[u8] = if request[..n].starts_with(b"GET /fail") {
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
-            } else {
-                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-            };
-            let _ = stream.write_all(reply);
-        }
-    });
-    let dns_server = std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        for _ in 0..2 * LOOKUPS_EACH {
-            let Ok((n, from)) = dns.recv_from(&mut buf) else {
-                return;
-            };
-            let _ = dns.send_to(&dns_answer(&buf[..n]), from);
-        }
-    });
+    let http = serve_http(listener, OK_REQUESTS + FAILING_REQUESTS, SERVER_DELAY);
+    let dns_server = serve_dns(dns, 2 * LOOKUPS_EACH);
 
     // The client's work, inside the client namespace.
     let blocked = run_in(&client_ns, || {
+        let web = SocketAddr::from((SERVER_IP, http_port));
         for i in 0..OK_REQUESTS + FAILING_REQUESTS {
-            let path = if i < FAILING_REQUESTS { "/fail" } else { "/ok" };
-            let mut stream =
-                TcpStream::connect(SocketAddr::from((SERVER_IP, http_port))).expect("connect");
-            stream
-                .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-                .expect("send");
-            let mut reply = Vec::new();
-            let _ = stream.read_to_end(&mut reply);
+            let path = if i < FAILING_REQUESTS { "/503" } else { "/200" };
+            http_get(web, path);
         }
-        let socket = UdpSocket::bind("0.0.0.0:0").expect("udp");
-        socket
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
+        let socket = dns_client();
         let mut id = 0u16;
         for name in [KNOWN, UNKNOWN] {
             for _ in 0..LOOKUPS_EACH {
                 id += 1;
-                socket
-                    .send_to(&dns_query(id, name), (SERVER_IP, 53))
-                    .expect("query");
-                let mut buf = [0u8; 512];
-                socket.recv_from(&mut buf).expect("an answer");
+                dns_lookup(&socket, SocketAddr::from((SERVER_IP, 53)), id, name);
             }
         }
         TcpStream::connect_timeout(
