@@ -35,10 +35,16 @@ enum config_key {
 	CFG_FLUSH_NS = 0,	/* flush interval of long flows, ns (0: DEFAULT_FLUSH_NS) */
 	CFG_PAYLOAD = 1,	/* nonzero: emit EV_PAYLOAD snippets (DNS, HTTP/1.x) */
 	CFG_PAUSED = 2,		/* nonzero: every program returns at once (loss accounting) */
-	CFG_MAX = 3,
+	CFG_WAKE_BYTES = 3,	/* wake the reader once this much is waiting (0: every event) */
+	CFG_MAX = 4,
 };
 
 #define DEFAULT_FLUSH_NS 1000000000ULL
+
+/* From uapi/linux/bpf.h, which vmlinux_min.h leaves out. */
+#define SKYMAP_RB_NO_WAKEUP (1ULL << 0)
+#define SKYMAP_RB_FORCE_WAKEUP (1ULL << 1)
+#define SKYMAP_RB_AVAIL_DATA 0
 
 /* Userspace may resize it before load (aya: EbpfLoader::map_max_entries). */
 struct {
@@ -157,6 +163,20 @@ static __always_inline void *reserve(struct __sk_buff *skb, __u32 size, __u8 kin
 	return h;
 }
 
+/*
+ * Waking the reader costs an interrupt (a VM exit on virtual machines): more
+ * than everything else an event costs. So the reader is woken only once a
+ * backlog builds up, and looks by itself every few tens of milliseconds.
+ */
+static __always_inline void submit(void *ev)
+{
+	__u64 wake = config_get(CFG_WAKE_BYTES);
+	__u64 waiting = bpf_ringbuf_query(&events, SKYMAP_RB_AVAIL_DATA);
+
+	count(CNT_SUBMITTED);
+	bpf_ringbuf_submit(ev, waiting >= wake ? SKYMAP_RB_FORCE_WAKEUP : SKYMAP_RB_NO_WAKEUP);
+}
+
 static __always_inline void reverse_key(const struct flow_key *k, struct flow_key *r)
 {
 	__builtin_memcpy(r->t.saddr, k->t.daddr, 16);
@@ -184,8 +204,7 @@ static __always_inline void emit_flow(struct __sk_buff *skb, __u8 kind, const st
 	ev->tcp_flags = tcp_flags;
 	__builtin_memset(ev->pad, 0, sizeof(ev->pad));
 	ev->first_ns = first_ns;
-	count(CNT_SUBMITTED);
-	bpf_ringbuf_submit(ev, 0);
+	submit(ev);
 }
 
 /* Emits the close event once, whichever CPU gets here first. */
@@ -208,7 +227,8 @@ static __always_inline void maybe_flush(struct __sk_buff *skb, struct flow_state
 
 	if (!interval)
 		interval = DEFAULT_FLUSH_NS;
-	if (now - last < interval)
+	/* `now` is the coarse clock, which may lag a precise `last`. */
+	if (now <= last || now - last < interval)
 		return;
 	if (__sync_val_compare_and_swap(&st->last_flush_ns, last, now) != last)
 		return;		/* another CPU flushes this interval */
@@ -222,17 +242,16 @@ static __always_inline void maybe_flush(struct __sk_buff *skb, struct flow_state
 	ev->tcp_flags = st->tcp_flags;
 	__builtin_memset(ev->pad, 0, sizeof(ev->pad));
 	ev->first_ns = st->first_ns;
-	count(CNT_SUBMITTED);
-	bpf_ringbuf_submit(ev, 0);
+	submit(ev);
 }
 
 /* A SYN/ACK: connect latency from the SYN recorded on the reverse entry. */
-static __always_inline void handshake(struct __sk_buff *skb, const struct flow_key *k, __u64 now)
+static __always_inline void handshake(struct __sk_buff *skb, const struct flow_key *k)
 {
 	struct flow_key r;
 	struct flow_state *syn;
 	struct handshake_event *ev;
-	__u64 syn_ns;
+	__u64 syn_ns, now;
 
 	reverse_key(k, &r);
 	syn = bpf_map_lookup_elem(&flows, &r);
@@ -242,14 +261,14 @@ static __always_inline void handshake(struct __sk_buff *skb, const struct flow_k
 	syn_ns = __sync_lock_test_and_set(&syn->syn_ns, 0);
 	if (!syn_ns)
 		return;
+	now = bpf_ktime_get_ns();
 	ev = reserve(skb, sizeof(*ev), EV_TCP_HANDSHAKE, k, now);
 	if (!ev)
 		return;
 	ev->t = r.t;
 	ev->syn_ns = syn_ns;
 	ev->synack_ns = now;
-	count(CNT_SUBMITTED);
-	bpf_ringbuf_submit(ev, 0);
+	submit(ev);
 }
 
 /* An RST ends both directions; FIN only the sender's. */
@@ -265,7 +284,12 @@ static __always_inline void close_reverse(struct __sk_buff *skb, const struct fl
 		close_flow(skb, st, &r, now);
 }
 
-static __always_inline void update_flow(struct __sk_buff *skb, const struct pkt *p, __u64 now)
+/*
+ * `coarse` is the coarse clock (a tick's resolution, but no clock read):
+ * enough for counters and flush intervals. What latency is computed from
+ * (SYN, SYN/ACK, payloads) and new flows take the precise clock.
+ */
+static __always_inline void update_flow(struct __sk_buff *skb, const struct pkt *p, __u64 coarse)
 {
 	const struct flow_key *k = &p->k;
 	__u8 flags = p->tcp_flags;
@@ -275,6 +299,7 @@ static __always_inline void update_flow(struct __sk_buff *skb, const struct pkt 
 
 	/* A new flow, or a new connection on the tuple of a closed one. */
 	if (!st || (st->closed && is_syn)) {
+		__u64 now = bpf_ktime_get_ns();
 		/* Zero counts: the new-flow event carries this packet. */
 		struct flow_state init = {
 			.first_ns = now,
@@ -305,18 +330,18 @@ static __always_inline void update_flow(struct __sk_buff *skb, const struct pkt 
 		if (flags & ~st->tcp_flags)
 			__sync_fetch_and_or(&st->tcp_flags, flags);
 		if (is_syn && !st->syn_ns)
-			st->syn_ns = now;
+			st->syn_ns = bpf_ktime_get_ns();
 	}
 	if ((flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK))
-		handshake(skb, k, now);
+		handshake(skb, k);
 	if (flags & (TCP_FIN | TCP_RST)) {
-		close_flow(skb, st, k, now);
+		close_flow(skb, st, k, coarse);
 		if (flags & TCP_RST)
-			close_reverse(skb, k, now);
+			close_reverse(skb, k, coarse);
 		return;
 	}
 	if (!counted)
-		maybe_flush(skb, st, k, now);
+		maybe_flush(skb, st, k, coarse);
 }
 
 #define W4(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
@@ -336,7 +361,7 @@ static __always_inline bool looks_like_http(const __u8 *b)
 }
 
 /* The first bytes of a DNS message (UDP/53) or an HTTP/1.x line, for userspace to parse. */
-static __always_inline void payload(struct __sk_buff *skb, const struct pkt *p, __u64 now)
+static __always_inline void payload(struct __sk_buff *skb, const struct pkt *p)
 {
 	const struct flow_tuple *t = &p->k.t;
 	struct payload_event *ev;
@@ -358,7 +383,7 @@ static __always_inline void payload(struct __sk_buff *skb, const struct pkt *p, 
 		return;
 	}
 	len = payload_len < SKYMAP_SNIPPET_LEN ? payload_len : SKYMAP_SNIPPET_LEN;
-	ev = reserve(skb, sizeof(*ev), EV_PAYLOAD, &p->k, now);
+	ev = reserve(skb, sizeof(*ev), EV_PAYLOAD, &p->k, bpf_ktime_get_ns());
 	if (!ev)
 		return;
 	ev->t = *t;
@@ -375,8 +400,7 @@ static __always_inline void payload(struct __sk_buff *skb, const struct pkt *p, 
 		bpf_ringbuf_discard(ev, 0);
 		return;
 	}
-	count(CNT_SUBMITTED);
-	bpf_ringbuf_submit(ev, 0);
+	submit(ev);
 }
 
 /*
@@ -458,7 +482,6 @@ static __always_inline bool parse(struct __sk_buff *skb, __u32 l2len, struct pkt
 static __always_inline int handle(struct __sk_buff *skb, __u32 l2len, __u8 direction)
 {
 	struct pkt p = {};
-	__u64 now;
 
 	if (config_get(CFG_PAUSED))
 		return TC_ACT_OK;
@@ -467,10 +490,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 l2len, __u8 direc
 		return TC_ACT_OK;
 	p.k.ifindex = skb->ifindex;
 	p.k.direction = direction;
-	now = bpf_ktime_get_ns();
-	update_flow(skb, &p, now);
+	update_flow(skb, &p, bpf_ktime_get_coarse_ns());
 	if (config_get(CFG_PAYLOAD))
-		payload(skb, &p, now);
+		payload(skb, &p);
 	return TC_ACT_OK;
 }
 
@@ -581,7 +603,6 @@ int BPF_PROG(kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reaso
 	ev->reason = reason;
 	ev->pad = 0;
 	ev->location = (__u64)location;
-	count(CNT_SUBMITTED);
-	bpf_ringbuf_submit(ev, 0);
+	submit(ev);
 	return 0;
 }

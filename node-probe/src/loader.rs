@@ -12,6 +12,7 @@ use std::path::Path;
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::tc::{self, SchedClassifierLinkId, TcAttachType};
 use aya::programs::{BtfTracePoint, ProgramError, SchedClassifier};
+use aya::util::KernelVersion;
 use aya::{Btf, Ebpf, EbpfLoader};
 use tokio::io::unix::AsyncFd;
 
@@ -25,6 +26,12 @@ pub static OBJECT: &[u8] = include_bytes!("../bpf/probe.bpf.o");
 const CFG_FLUSH_NS: u32 = 0;
 const CFG_PAYLOAD: u32 = 1;
 const CFG_PAUSED: u32 = 2;
+const CFG_WAKE_BYTES: u32 = 3;
+/// The kernel wakes the reader once this share of the ring is waiting; the
+/// reader looks by itself every [`POLL_EVERY`] for what is below it.
+const WAKE_FRACTION: u32 = 8;
+/// How often the reader looks at the ring without being woken.
+pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 /// Indexes of the `counters` per-CPU array (events.h `enum counter`).
 pub const COUNTER_NAMES: [&str; 6] = [
     "ringbuf-full",
@@ -138,6 +145,13 @@ impl Probe {
         config
             .set(CFG_PAYLOAD, u64::from(options.payloads), 0)
             .map_err(|e| map_error("config", e))?;
+        config
+            .set(
+                CFG_WAKE_BYTES,
+                u64::from(options.ring_bytes / WAKE_FRACTION),
+                0,
+            )
+            .map_err(|e| map_error("config", e))?;
 
         for name in ["tc_ingress", "tc_egress", "tc_ingress_l3", "tc_egress_l3"] {
             let program: &mut SchedClassifier = ebpf
@@ -214,8 +228,11 @@ impl Probe {
     /// Attaches both programs to `interface` in the calling thread's
     /// namespace.
     fn links(&mut self, interface: &str, l3: bool) -> Result<Links, LoadError> {
-        // Kernels before 6.6 attach through the clsact qdisc; it may exist.
-        let _ = tc::qdisc_add_clsact(interface);
+        // Kernels before 6.6 attach through the clsact qdisc (it may exist);
+        // from 6.6 aya uses TCX links, and a qdisc added there would stay.
+        if !KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) {
+            let _ = tc::qdisc_add_clsact(interface);
+        }
         let suffix = if l3 { "_l3" } else { "" };
         let mut link = |name: String, direction: TcAttachType| {
             let program: &mut SchedClassifier = self
@@ -285,14 +302,21 @@ impl Probe {
             .map_or_else(Batch::default, |ring| decode_all(ring.get_mut()))
     }
 
-    /// Waits for events and decodes what is there: decoded events, and how
-    /// many records did not decode (with the first error).
+    /// Waits for events, at most [`POLL_EVERY`] (the kernel wakes the reader
+    /// only once a backlog builds up), and decodes what is there: decoded
+    /// events, and how many records did not decode (with the first error).
+    /// The batch may be empty.
     pub async fn read(&mut self) -> Result<Batch, LoadError> {
         let ring = self.ring.as_mut().ok_or_else(|| missing_map("events"))?;
-        let mut guard = ring.readable_mut().await?;
-        let batch = decode_all(guard.get_inner_mut());
-        guard.clear_ready();
-        Ok(batch)
+        match tokio::time::timeout(POLL_EVERY, ring.readable_mut()).await {
+            Ok(guard) => {
+                let mut guard = guard?;
+                let batch = decode_all(guard.get_inner_mut());
+                guard.clear_ready();
+                Ok(batch)
+            }
+            Err(_) => Ok(decode_all(ring.get_mut())),
+        }
     }
 
     /// The kernel's counters summed over CPUs, by name ([`COUNTER_NAMES`]).

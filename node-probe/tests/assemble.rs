@@ -16,6 +16,9 @@ use skymap_proto::v1::{
 use skymap_relay::engine::aggregate_flows;
 use skymap_relay::metadata::Metadata;
 
+mod records;
+use records::dns;
+
 const BOOT: i64 = 1_795_672_800_000_000_000;
 const CLIENT: [u8; 4] = [10, 244, 1, 5];
 const SERVER: [u8; 4] = [10, 244, 2, 7];
@@ -129,32 +132,6 @@ fn drop(h: Header, t: Tuple, reason: u32) -> Event {
             location: 0xffff_ffff_8100_0000,
         },
     }
-}
-
-/// A DNS message: one question, then A answers (name by pointer to it).
-fn dns(id: u16, response: bool, rcode: u8, name: &str, answers: &[([u8; 4], u32)]) -> Vec<u8> {
-    let flags: u16 = if response {
-        0x8180 | u16::from(rcode)
-    } else {
-        0x0100
-    };
-    let mut m = Vec::new();
-    for word in [id, flags, 1, answers.len() as u16, 0, 0] {
-        m.extend_from_slice(&word.to_be_bytes());
-    }
-    for label in name.split('.') {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&[0, 1, 0, 1]);
-    for (addr, ttl) in answers {
-        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
-        m.extend_from_slice(&ttl.to_be_bytes());
-        m.extend_from_slice(&[0, 4]);
-        m.extend_from_slice(addr);
-    }
-    m
 }
 
 fn assembler() -> Assembler {

@@ -11,59 +11,11 @@ use skymap_node_probe::event::{
 };
 use skymap_node_probe::http::{HttpLine, HttpVersion, Method, parse_http};
 
-const EV_FLOW_NEW: u8 = 1;
-const EV_TCP_HANDSHAKE: u8 = 2;
-const EV_FLOW_CLOSE: u8 = 3;
-const EV_FLOW_FLUSH: u8 = 4;
-const EV_PAYLOAD: u8 = 5;
-const EV_DROP: u8 = 6;
-
-/// (kind, record length) for every kind.
-const KINDS: [(u8, usize); 6] = [
-    (EV_FLOW_NEW, 96),
-    (EV_TCP_HANDSHAKE, 80),
-    (EV_FLOW_CLOSE, 96),
-    (EV_FLOW_FLUSH, 96),
-    (EV_PAYLOAD, 200),
-    (EV_DROP, 80),
-];
-
-fn mapped(v4: [u8; 4]) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a[10] = 0xff;
-    a[11] = 0xff;
-    a[12..].copy_from_slice(&v4);
-    a
-}
-
-/// Writes a record the way probe.bpf.c fills it: zeroed, then field by
-/// field at the offsets of events.h.
-struct Record(Vec<u8>);
-
-impl Record {
-    fn new(kind: u8, len: usize) -> Self {
-        let mut r = Record(vec![0; len]);
-        r.put(0, &[kind, 1 /* DIR_EGRESS */, 1 /* version */]);
-        r.put(4, &7u32.to_le_bytes()); // ifindex
-        r.put(8, &123_456_789u64.to_le_bytes()); // ts_ns
-        r.put(16, &4_026_532_000u32.to_le_bytes()); // netns_ino
-        r.put(20, &3u32.to_le_bytes()); // cpu
-        r
-    }
-
-    fn put(&mut self, at: usize, bytes: &[u8]) -> &mut Self {
-        self.0[at..at + bytes.len()].copy_from_slice(bytes);
-        self
-    }
-
-    fn tuple(&mut self, saddr: [u8; 16], daddr: [u8; 16], sport: u16, dport: u16, proto: u8) {
-        self.put(24, &saddr);
-        self.put(40, &daddr);
-        self.put(56, &sport.to_le_bytes());
-        self.put(58, &dport.to_le_bytes());
-        self.put(60, &[proto]);
-    }
-}
+mod records;
+use records::{
+    EV_DROP, EV_FLOW_CLOSE, EV_FLOW_FLUSH, EV_FLOW_NEW, EV_PAYLOAD, EV_TCP_HANDSHAKE, KINDS,
+    Record, mapped,
+};
 
 fn v4_tuple() -> Tuple {
     Tuple {
