@@ -313,6 +313,25 @@ fn build_steps(
         let _ = writeln!(create, "netns add {}", names.pod(node, index));
     }
     ip_batch("creating namespaces", None, &create)?;
+    // IPv4 only: IPv6 would fill the probes' view with neighbour discovery
+    // between the lab's own links.
+    let mut all = vec![fabric.clone()];
+    all.extend(plan.nodes.iter().map(|n| names.node(n)));
+    for (index, pod) in plan.pods.iter().enumerate() {
+        if let Some(node) = plan.nodes.get(pod.node) {
+            all.push(names.pod(node, index));
+        }
+    }
+    for ns in &all {
+        sysctls(
+            "turning IPv6 off",
+            ns,
+            &[
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+        )?;
+    }
 
     progress("fabric: a bridge joining the nodes");
     let mut wiring = String::from("link set lo up\nlink add br0 type bridge\nlink set br0 up\n");

@@ -148,6 +148,9 @@ pub struct AssembleStats {
     pub expired_dns_queries: u64,
     /// HTTP requests never answered within the timeout.
     pub expired_http_requests: u64,
+    /// Drops in network namespaces outside the probe's scope (another
+    /// probe on the same kernel reports them); not a loss.
+    pub foreign_drops: u64,
 }
 
 impl AssembleStats {
@@ -236,6 +239,8 @@ pub struct Assembler {
     clients: Bounded<ConnKey, Addr>,
     dns: Bounded<DnsKey, PendingQuery>,
     http: Bounded<HookConn, VecDeque<PendingRequest>>,
+    /// When set, drops count only in these network namespaces.
+    drop_scope: Option<std::collections::HashSet<u32>>,
     stats: AssembleStats,
 }
 
@@ -252,8 +257,17 @@ impl Assembler {
             clients: Bounded::new(limits.connections),
             dns: Bounded::new(limits.dns_queries),
             http: Bounded::new(limits.http_connections),
+            drop_scope: None,
             stats: AssembleStats::default(),
         }
+    }
+
+    /// Keeps drops only from these network namespaces (inode numbers), or
+    /// from everywhere (`None`, the default). The drop tracepoint sees the
+    /// whole kernel: on a real node that is the node, but where several
+    /// probes share one kernel (a lab, a test) each must keep to its own.
+    pub fn set_drop_scope(&mut self, namespaces: Option<std::collections::HashSet<u32>>) {
+        self.drop_scope = namespaces;
     }
 
     /// Names an interface and says where it sits. Unknown interfaces are
@@ -492,6 +506,14 @@ impl Assembler {
     }
 
     fn drop(&mut self, h: &Header, t: &Tuple, reason: u32, out: &mut Vec<Flow>) {
+        if self
+            .drop_scope
+            .as_ref()
+            .is_some_and(|scope| !scope.contains(&h.netns_ino))
+        {
+            self.stats.foreign_drops += 1;
+            return;
+        }
         // A drop says nothing about who opened the connection: use what is
         // known, without remembering a guess.
         let is_reply = self.orient(t, None, h.ts_ns, false);

@@ -324,6 +324,7 @@ impl Watched {
                 );
             }
         }
+        assembler.set_drop_scope(drop_scope(args, present.iter().any(|k| !k.contains(':'))));
         let gone: Vec<String> = self
             .attached
             .keys()
@@ -366,6 +367,29 @@ impl Watched {
             }
         }
     }
+}
+
+/// Where this probe's drops may come from. With no --netns or --pod-netns
+/// the probe has the kernel to itself: every drop is the node's. With them it
+/// may share the kernel with other probes (a lab, a test), so it keeps to its
+/// namespaces, and to the host's only when it watches host interfaces.
+fn drop_scope(args: &Args, host_interfaces: bool) -> Option<std::collections::HashSet<u32>> {
+    if args.netns.is_empty() && args.pod_netns.is_empty() {
+        return None;
+    }
+    let mut scope: std::collections::HashSet<u32> =
+        args.netns.iter().map(|p| netns_ino(p)).collect();
+    scope.extend(
+        args.pod_netns
+            .iter()
+            .flat_map(|glob| expand_path_glob(glob))
+            .map(|p| netns_ino(&p)),
+    );
+    if host_interfaces {
+        scope.insert(netns_ino(Path::new("/proc/self/ns/net")));
+    }
+    scope.remove(&0);
+    Some(scope)
 }
 
 fn netns_ino(path: &Path) -> u32 {

@@ -157,6 +157,9 @@ enum Command {
     Replay(ReplayArgs),
     /// The relay's nodes (connected, unavailable), flow rates and losses.
     Status(StatusArgs),
+    /// A real mini-cluster in network namespaces, with probes and a relay
+    /// (root): up, status, apply, down.
+    Lab(cmd::lab::LabArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -293,7 +296,13 @@ struct ReplayArgs {
 
 fn main() -> ExitCode {
     install_hooks();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // The lab's commands block and run their own runtimes where they need one.
+    if matches!(cli.command, Some(Command::Lab(_)))
+        && let Some(Command::Lab(args)) = cli.command.take()
+    {
+        return cmd::lab::run(args);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -329,6 +338,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Graph(args) => cmd::graph::run(args).await,
         Command::Replay(args) => cmd::replay::run(args).await,
         Command::Status(args) => cmd::status::run(args).await,
+        // Run by main() before the runtime starts.
+        Command::Lab(_) => Ok(ExitCode::SUCCESS),
     }
 }
 

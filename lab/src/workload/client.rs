@@ -496,6 +496,17 @@ async fn exchange(guard: &mut CallGuard, settings: &Settings, stream: &mut TcpSt
     guard.stage = CallStage::AwaitingResponse;
     let outcome = read_response(stream, deadline).await;
     let latency = started.elapsed();
+    if matches!(outcome, ResponseRead::Status(_)) {
+        // The server closes (Connection: close): read up to its FIN, as an
+        // HTTP client does, so closing finds nothing unread for the kernel
+        // to throw away (which it would report as a QUEUE_PURGE drop).
+        let mut rest = [0u8; 512];
+        while let Ok(Ok(n)) = timeout_at(deadline, stream.read(&mut rest)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
     guard.stage = CallStage::Idle;
     guard.count(|t| match outcome {
         ResponseRead::Status(status) => {

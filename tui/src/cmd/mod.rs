@@ -1,6 +1,7 @@
 //! One module per `skymap` command, and what they share.
 
 pub mod graph;
+pub mod lab;
 pub mod observe;
 pub mod replay;
 pub mod snapshot;
