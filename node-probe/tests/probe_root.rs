@@ -25,11 +25,13 @@ fn serve(listener: TcpListener, count: usize) -> std::thread::JoinHandle<()> {
     })
 }
 
-fn our_programs() -> Vec<String> {
+/// Loaded programs with our names, by id. Other probes on this machine (a
+/// running lab, another test) have them too: compare ids, not names.
+fn our_programs() -> std::collections::BTreeMap<u32, String> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .filter(|name| name.starts_with("tc_") || name == "kfree_skb")
+        .filter_map(|p| Some((p.id(), p.name_as_str()?.to_string())))
+        .filter(|(_, name)| name.starts_with("tc_") || name == "kfree_skb")
         .collect()
 }
 
@@ -39,7 +41,21 @@ async fn loopback_connects_requests_and_a_refusal() {
         panic!("{e} (this test runs as root, as CI does)");
     }
     let reasons = DropReasons::from_kernel().expect("drop reasons");
+    let before = our_programs();
     let mut probe = Probe::load(&LoadOptions::default()).expect("the programs load");
+    let new_programs = || -> Vec<String> {
+        our_programs()
+            .into_iter()
+            .filter(|(id, _)| !before.contains_key(id))
+            .map(|(_, name)| name)
+            .collect()
+    };
+    assert_eq!(
+        new_programs().len(),
+        5,
+        "the probe loads five programs: {:?}",
+        new_programs()
+    );
     probe.attach("lo").expect("attach to lo");
 
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -152,13 +168,13 @@ async fn loopback_connects_requests_and_a_refusal() {
     // after an RCU grace period, so give it a moment.
     drop(probe);
     let gone = Instant::now() + Duration::from_secs(5);
-    while !our_programs().is_empty() && Instant::now() < gone {
+    while !new_programs().is_empty() && Instant::now() < gone {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        our_programs().is_empty(),
+        new_programs().is_empty(),
         "left behind: {:?}",
-        our_programs()
+        new_programs()
     );
 }
 
