@@ -44,17 +44,10 @@ const A_RECORD_LEN: usize = 16;
 const MAX_NAME_LEN: usize = 255;
 const MAX_LABEL_LEN: usize = 63;
 
-/// The name an rcode is counted under: "NOERROR", ..., or "RCODE<n>".
+/// The name an rcode is counted under: "NOERROR", ..., or "RCODE_OTHER".
 pub fn rcode_name(rcode: u8) -> String {
-    match rcode {
-        NOERROR => "NOERROR".into(),
-        FORMERR => "FORMERR".into(),
-        SERVFAIL => "SERVFAIL".into(),
-        NXDOMAIN => "NXDOMAIN".into(),
-        NOTIMP => "NOTIMP".into(),
-        REFUSED => "REFUSED".into(),
-        other => format!("RCODE{other}"),
-    }
+    // The relay's names, so counters and skymap's figures compare by name.
+    skymap_proto::names::rcode_name(u32::from(rcode)).to_string()
 }
 
 /// A name in the zone: lowercase, no final dot, labels of `a-z0-9-`, under
