@@ -6,7 +6,7 @@
 //!   pod CIDR `10.244.M.0/24` via that node.
 //! - A **pod** is a namespace with `eth0` holding its `/32` address and a
 //!   default route via `10.244.N.1`, which every pod-side veth of node N
-//!   (`skK` in the node's namespace) carries; the node routes each pod's /32
+//!   (`vethK` in the node's namespace) carries; the node routes each pod's /32
 //!   to its veth. So traffic between pods, even on one node, crosses the
 //!   node's forward hook, where policies apply and the probe watches.
 //! - **Services** are DNAT rules in each pod's own namespace (output hook),
@@ -164,9 +164,11 @@ impl Names {
         format!("/run/netns/{}n{}-p*", self.prefix(), node.index)
     }
 
-    /// The pod's veth in its node's namespace (at most 15 bytes).
+    /// The pod's veth in its node's namespace (at most 15 bytes). The
+    /// `veth` prefix tells the probe this is the host side of a pod's
+    /// veth, where packets from the pod arrive (its ingress).
     pub fn pod_link(index: usize) -> String {
-        format!("sk{index}")
+        format!("veth{index}")
     }
 
     pub fn path(netns: &str) -> PathBuf {

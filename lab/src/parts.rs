@@ -225,12 +225,14 @@ fn behaviour(serve: &crate::scenario::Serve, seed: u64) -> HttpBehaviour {
 }
 
 /// What the pod `index` of the plan runs. The DNS server reads its zone
-/// from `zone_file`, so services can change while it runs.
+/// from `zone_file`, so services can change while it runs; a client starts
+/// once `start_gate` exists.
 pub fn pod_spec(
     scenario: &Scenario,
     plan: &Plan,
     index: usize,
     zone_file: &std::path::Path,
+    start_gate: &std::path::Path,
 ) -> Option<PodSpec> {
     let pod = plan.pods.get(index)?;
     let workload = scenario.workloads().get(pod.workload_index)?;
@@ -266,7 +268,12 @@ pub fn pod_spec(
         )),
         _ => None,
     };
-    Some(PodSpec { http, dns, client })
+    Some(PodSpec {
+        http,
+        dns,
+        client,
+        start_clients_after: Some(start_gate.to_path_buf()),
+    })
 }
 
 /// Whether the pod only calls others (it is stopped first, so servers

@@ -274,6 +274,9 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<State, 
         .spawn()
         .map_err(io("starting the lab's supervisor"))?;
 
+    // Ctrl-C while the lab is being built takes it down again.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    flag_on_stop_signals(&interrupted)?;
     let deadline = Instant::now() + UP_TIMEOUT;
     let mut shown = 0;
     loop {
@@ -283,10 +286,20 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<State, 
                 Phase::Running => return Ok(state),
                 Phase::Failed => {
                     let detail = format!("{}\n{}", state.error, log_tails(&dir));
+                    // It removes what it built; wait for that.
+                    wait_exit(&mut supervisor, DRAIN * 2);
+                    clean(&options.name);
                     return Err(LabError::Failed(detail));
                 }
                 _ => {}
             }
+        }
+        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            progress("interrupted: taking the lab down again");
+            signal(supervisor.id(), nix::sys::signal::Signal::SIGTERM);
+            wait_exit(&mut supervisor, DRAIN * 2);
+            clean(&options.name);
+            return Err(LabError::Other("interrupted; the lab was removed".into()));
         }
         if let Ok(Some(status)) = supervisor.try_wait() {
             let tail = log_tails(&dir);
@@ -306,6 +319,16 @@ pub fn up(options: &UpOptions, progress: &mut dyn FnMut(&str)) -> Result<State, 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Waits up to `timeout` for `child` to exit, then kills it.
+fn wait_exit(child: &mut Child, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The end of the supervisor's log and of its parts' log.
@@ -679,7 +702,9 @@ fn build_and_run(
                     "--netns".into(),
                     Names::path(&names.node(&net_node)).display().to_string(),
                     "--iface".into(),
-                    "sk*".into(),
+                    // The pods' veths, named so that the probe takes them
+                    // for host-side ends (see `Names::pod_link`).
+                    "veth*".into(),
                     "--pod-netns".into(),
                     names.pods_glob(&net_node),
                 ],
@@ -695,11 +720,12 @@ fn build_and_run(
     }
     wait_for_nodes(port, plan.nodes.len(), stop)?;
 
-    // Servers first, so the clients' first calls find them.
+    // Clients wait for this file, made once every pod listens.
+    let start_gate = dir.join("pods").join("go");
     fs::create_dir_all(dir.join("pods")).map_err(io("creating the pods' directory"))?;
     let mut pods = Vec::new();
     for (index, pod) in plan.pods.iter().enumerate() {
-        let Some(spec) = parts::pod_spec(&scenario, &plan, index, &zone_file) else {
+        let Some(spec) = parts::pod_spec(&scenario, &plan, index, &zone_file, &start_gate) else {
             continue;
         };
         let spec_file = dir.join("pods").join(format!("{index}.json"));
@@ -715,8 +741,8 @@ fn build_and_run(
             name: node.name.clone(),
             index: node.index,
         };
-        // Servers first, then servers that also call, then pure clients,
-        // each group once the one before listens.
+        // Stopped in waves: pure clients, then servers that also call, then
+        // pure servers, so every call still finds its server.
         let wave = match (spec.client.is_some(), parts::is_client_only(&spec)) {
             (false, _) => 0,
             (true, false) => 1,
@@ -751,15 +777,11 @@ fn build_and_run(
     }
     pods.sort_by_key(|(wave, _)| *wave);
     say(&format!("pods: {}", pods.len()));
-    for wave in 0..3 {
-        for (_, pod) in pods.iter_mut().filter(|(w, _)| *w == wave) {
-            pod.start(&log)?;
-        }
-        wait_for_pods(
-            pods.iter_mut().filter(|(w, _)| *w == wave).map(|(_, p)| p),
-            stop,
-        )?;
+    for (_, pod) in &mut pods {
+        pod.start(&log)?;
     }
+    wait_for_pods(pods.iter_mut().map(|(_, p)| p), stop)?;
+    fs::write(&start_gate, b"").map_err(io("starting the clients"))?;
 
     let record =
         |state: &mut State, relay: &Managed, probes: &[Managed], pods: &[(u8, Managed)]| {
@@ -808,8 +830,6 @@ fn build_and_run(
     }
     let _ = write_state(state);
     use nix::sys::signal::Signal;
-    // The reverse of the start: clients first, so every call they make
-    // still finds its server.
     for wave in (0..3).rev() {
         let group: Vec<&mut Managed> = pods
             .iter_mut()

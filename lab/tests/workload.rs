@@ -660,6 +660,36 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waits_for_its_start_file() {
+    let dir = temp_dir("gate");
+    let (counters_path, gate) = (dir.join("counters.json"), dir.join("go"));
+    let silent = std::net::UdpSocket::bind((LOCALHOST, 0)).expect("bind");
+    let spec_json = format!(
+        r#"{{"client": {{"namespace": "shop", "resolver": "{}", "dns_timeout_ms": 100,
+                        "calls": [{{"name": "cart", "port": 8080, "rate_per_s": 20}}]}},
+            "start_clients_after": "{}"}}"#,
+        silent.local_addr().expect("addr"),
+        gate.display()
+    );
+    let spec = PodSpec::from_json(&spec_json, &dir.join("spec.json")).expect("from json");
+    let (stop, stopped) = stop_pair();
+    let pod = tokio::spawn(run_pod(spec, counters_path.clone(), stopped));
+    sleep(Duration::from_millis(1200)).await;
+    let waiting = read_snapshot(&counters_path).expect("read snapshot");
+    assert_eq!(
+        waiting.client.total.calls_started, 0,
+        "nothing before the file"
+    );
+    std::fs::write(&gate, b"").expect("write");
+    sleep(Duration::from_millis(1200)).await;
+    let started = read_snapshot(&counters_path).expect("read snapshot");
+    assert!(started.client.total.dns_queries_sent > 0, "{started:?}");
+    stop.send(()).expect("send");
+    pod.await.expect("join").expect("the pod stops cleanly");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_runs_until_stop_drains_and_writes_its_final_snapshot() {
     let dir = temp_dir("pod");
     let zone_path = dir.join("zone.json");
@@ -862,6 +892,7 @@ fn pod_specs_round_trip_through_json() {
             "10.96.0.10:53".parse().expect("parse"),
             vec![call("cart.shop", 8080, 5.0)],
         )),
+        start_clients_after: Some(PathBuf::from("/run/skymap/lab/x/pods/go")),
     };
     let json = serde_json::to_string_pretty(&spec).expect("to string pretty");
     assert!(json.contains("\"dns_timeout_ms\": 5000"), "{json}");

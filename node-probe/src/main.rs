@@ -261,6 +261,19 @@ fn wanted(args: &Args, name: &str) -> bool {
     args.ifaces.iter().any(|glob| netns::glob_match(glob, name))
 }
 
+/// Where an interface sits, by its name: the host side of a pod's veth
+/// (`veth*`, `lxc*`, `cali*`) wherever it is found, since a node's
+/// namespace watched through --netns (a kind node, a lab node) holds those
+/// too; any other interface is `otherwise` (an uplink in the probe's own
+/// namespace, the pod's own interface in a --netns one).
+fn attachment_of(name: &str, otherwise: Attachment) -> Attachment {
+    if ["veth", "lxc", "cali"].iter().any(|p| name.starts_with(p)) {
+        Attachment::HostVeth
+    } else {
+        otherwise
+    }
+}
+
 /// What is attached, keyed as [`Probe::attached`] names it.
 #[derive(Debug, Default)]
 struct Watched {
@@ -278,14 +291,7 @@ impl Watched {
                 continue;
             }
             present.insert(name.clone());
-            let attachment = if name.starts_with("veth")
-                || name.starts_with("lxc")
-                || name.starts_with("cali")
-            {
-                Attachment::HostVeth
-            } else {
-                Attachment::Uplink
-            };
+            let attachment = attachment_of(&name, Attachment::Uplink);
             let ifindex = nix::net::if_::if_nametoindex(name.as_str()).unwrap_or(0);
             self.attach(
                 name.clone(),
@@ -314,10 +320,11 @@ impl Watched {
             for (name, ifindex) in names {
                 let key = format!("{}:{name}", path.display());
                 present.insert(key.clone());
+                let attachment = attachment_of(&name, Attachment::InPod);
                 self.attach(
                     key,
                     (ino, ifindex),
-                    Attachment::InPod,
+                    attachment,
                     assembler,
                     |p| p.attach_in(path, &name),
                     probe,

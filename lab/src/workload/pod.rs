@@ -18,6 +18,9 @@ use super::{
     run_client, serve_dns, serve_http, write_snapshot_atomically,
 };
 
+/// How often a client waiting for its start file looks for it.
+const GATE_POLL: Duration = Duration::from_millis(20);
+
 /// How often the counters file is rewritten (and a zone file re-read).
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -32,6 +35,10 @@ pub struct PodSpec {
     pub dns: Option<DnsServerSpec>,
     #[serde(default)]
     pub client: Option<ClientPlan>,
+    /// The client starts once this file exists: the lab creates it when
+    /// every pod listens, so no first call finds its server still starting.
+    #[serde(default)]
+    pub start_clients_after: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,7 +195,19 @@ pub async fn run_pod(
     let mut clients = JoinSet::new();
     let mut servers = JoinSet::new();
     if let Some(plan) = spec.client {
-        clients.spawn(run_client(plan, counters.clone(), stopped(client_stopped)));
+        let (counters, gate) = (counters.clone(), spec.start_clients_after);
+        clients.spawn(async move {
+            if let Some(gate) = gate {
+                let mut stop = client_stopped.clone();
+                while !gate.exists() {
+                    tokio::select! {
+                        _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+                        () = tokio::time::sleep(GATE_POLL) => {}
+                    }
+                }
+            }
+            run_client(plan, counters, stopped(client_stopped)).await
+        });
     }
     if let Some((listener, behaviour)) = http {
         let stop = stopped(server_stopped.clone());
