@@ -44,6 +44,9 @@ enum LabCommand {
     Status {
         /// Which lab (default: the only one running).
         name: Option<String>,
+        /// Print only the relay's URL (for scripts: `skymap --relay $(skymap lab status --url)`).
+        #[arg(long)]
+        url: bool,
     },
     /// Apply NetworkPolicies (a YAML file, one or more documents) to the
     /// running lab; same-named ones are replaced.
@@ -74,7 +77,7 @@ pub fn run(args: LabArgs) -> ExitCode {
     let result = match args.command {
         LabCommand::Up { scenario, name } => up(scenario, name),
         LabCommand::Down { name } => down(name),
-        LabCommand::Status { name } => status(name),
+        LabCommand::Status { name, url } => status(name, url),
         LabCommand::Apply { file, name } => apply(&file, name),
         LabCommand::Run { name, scenario } => std::env::current_exe()
             .map_err(|e| LabError::Other(format!("finding this program: {e}")))
@@ -142,9 +145,13 @@ fn down(name: Option<String>) -> Result<(), LabError> {
     Ok(())
 }
 
-fn status(name: Option<String>) -> Result<(), LabError> {
+fn status(name: Option<String>, url_only: bool) -> Result<(), LabError> {
     let name = run::pick(name.as_deref())?;
     let state = run::read_state(&name)?;
+    if url_only {
+        println!("{}", state.relay.detail);
+        return Ok(());
+    }
     let up_for = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
