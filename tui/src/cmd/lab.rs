@@ -94,6 +94,8 @@ pub fn run(args: LabArgs) -> ExitCode {
 }
 
 fn up(scenario: Option<PathBuf>, name: Option<String>) -> Result<(), LabError> {
+    // Before anything is written: a clear word rather than EACCES.
+    skymap_lab::net::check_root()?;
     let path = match scenario {
         Some(path) => path,
         None => {
