@@ -316,7 +316,8 @@ fn build_steps(
     }
     ip_batch("creating namespaces", None, &create)?;
     // IPv4 only: IPv6 would fill the probes' view with neighbour discovery
-    // between the lab's own links.
+    // between the lab's own links (and every link is multicast off, for the
+    // IGMP reports a link sends when it comes up, which nothing receives).
     let mut all = vec![fabric.clone()];
     all.extend(plan.nodes.iter().map(|n| names.node(n)));
     for (index, pod) in plan.pods.iter().enumerate() {
@@ -336,7 +337,8 @@ fn build_steps(
     }
 
     progress("fabric: a bridge joining the nodes");
-    let mut wiring = String::from("link set lo up\nlink add br0 type bridge\nlink set br0 up\n");
+    let mut wiring =
+        String::from("link set lo up\nlink add br0 type bridge\nlink set br0 multicast off up\n");
     for node in &plan.nodes {
         let ns = names.node(node);
         let _ = writeln!(
@@ -344,7 +346,11 @@ fn build_steps(
             "link add n{} type veth peer name eth0 netns {ns}",
             node.index
         );
-        let _ = writeln!(wiring, "link set n{} master br0 up", node.index);
+        let _ = writeln!(
+            wiring,
+            "link set n{} master br0 multicast off up",
+            node.index
+        );
     }
     ip_batch("wiring the fabric", Some(&fabric), &wiring)?;
 
@@ -352,7 +358,7 @@ fn build_steps(
         let ns = names.node(node);
         progress(&format!("{}: routes to the other nodes' pods", node.name));
         let mut setup = format!(
-            "link set lo up\naddr add {}/24 dev eth0\nlink set eth0 up\n",
+            "link set lo up\naddr add {}/24 dev eth0\nlink set eth0 multicast off up\n",
             node.fabric_ip()
         );
         for other in plan.nodes.iter().filter(|o| o.index != node.index) {
@@ -373,7 +379,7 @@ fn build_steps(
                 names.pod(node, index)
             );
             let _ = writeln!(setup, "addr add {}/32 dev {link}", node.gateway());
-            let _ = writeln!(setup, "link set {link} up");
+            let _ = writeln!(setup, "link set {link} multicast off up");
             let _ = writeln!(setup, "route add {}/32 dev {link}", pod.ip);
         }
         ip_batch(&format!("setting up {}", node.name), Some(&ns), &setup)?;
@@ -402,7 +408,7 @@ fn build_steps(
             .ok_or(NetError::NoNode(pod.key.clone()))?;
         let ns = names.pod(node, index);
         let setup = format!(
-            "link set lo up\naddr add {ip}/32 dev eth0\nlink set eth0 up\nroute add {gw} dev eth0 scope link\nroute add default via {gw} dev eth0\n",
+            "link set lo up\naddr add {ip}/32 dev eth0\nlink set eth0 multicast off up\nroute add {gw} dev eth0 scope link\nroute add default via {gw} dev eth0\n",
             ip = pod.ip,
             gw = node.gateway()
         );

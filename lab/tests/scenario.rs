@@ -165,6 +165,30 @@ fn default_scenario_plans_to_exact_addresses() {
 }
 
 #[test]
+fn the_demo_scenario_keeps_the_story_the_demo_tests_read() {
+    let scenario = Scenario::load(scenario_path("demo.yaml")).expect("demo.yaml");
+    let plan = scenario.plan();
+    assert_eq!(plan.nodes.len(), 3);
+    let workloads: Vec<&str> = scenario
+        .workloads()
+        .iter()
+        .map(|w| w.name.as_str())
+        .collect();
+    for name in [
+        "loadgen", "frontend", "catalog", "cart", "checkout", "kube-dns",
+    ] {
+        assert!(workloads.contains(&name), "{name} in {workloads:?}");
+    }
+    let policies: Vec<String> = scenario
+        .policies()
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(policies, ["frontend-egress"]);
+    assert_eq!(plan.dns, Some(std::net::Ipv4Addr::new(10, 96, 0, 10)));
+}
+
+#[test]
 fn large_scenario_parses_and_plans() {
     let scenario = Scenario::load(scenario_path("large.yaml")).expect("large.yaml");
     assert_eq!(scenario.name(), "large");

@@ -1,4 +1,4 @@
-//! Building blocks for the synthetic recordings (`story.jsonl`, `demo.jsonl`):
+//! Building blocks for the synthetic recording (`story.jsonl`):
 //! a seeded random source, pods and the endpoints they appear as, the
 //! observation views of a node's probe, and a recorder that collects flow
 //! records and writes them as JSON lines.

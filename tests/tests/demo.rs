@@ -1,6 +1,8 @@
-//! The demo recording (`tests/fixtures/demo.jsonl`): it is what the generator
-//! writes, it reads back cleanly, and the relay's engine tells its story —
-//! the frontend's DNS dropped for the first minute, then healthy edges.
+//! The demo recording (`tests/fixtures/demo.jsonl`), captured from the lab
+//! with `lab/capture-demo.sh` (`lab/scenarios/demo.yaml`, then allow-dns.yaml
+//! a minute in): it reads back cleanly, and the relay's engine tells its
+//! story — the frontend's DNS dropped by its egress policy, then the fix and
+//! its backends — with the figures the scenario configured.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -11,16 +13,16 @@ use std::sync::Arc;
 use skymap_proto::jsonl::FlowReader;
 use skymap_proto::v1::layer7::Record;
 use skymap_proto::v1::{
-    Flow, GraphEdge, GraphUpdate, L7Type, NodeKind, ObservationPoint, Protocol, Verdict, Zoom,
+    Flow, GraphEdge, GraphUpdate, NodeKind, ObservationPoint, Protocol, Verdict, Zoom,
 };
 use skymap_relay::engine::{self, Engine};
 use skymap_relay::metadata::Metadata;
-use skymap_tests::demo::{DROP_POLICY, DROP_REASON, DURATION, FIX_AT, demo_flows};
-use skymap_tests::synth::{
-    QTYPE_AAAA, RCODE_NXDOMAIN, RCODE_SERVFAIL, SECOND, START_NS, write_flows,
-};
 
-const REGENERATE: &str = "cargo run -p skymap-tests --bin make-demo > tests/fixtures/demo.jsonl";
+const SECOND: i64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+const RCODE_NOERROR: u32 = 0;
+const RCODE_NXDOMAIN: u32 = 3;
+const CAPTURE: &str = "sudo lab/capture-demo.sh";
 
 fn fixture_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/demo.jsonl")
@@ -32,7 +34,11 @@ fn fixture() -> Vec<Flow> {
     let mut reader = FlowReader::new(BufReader::new(file), "demo.jsonl");
     let flows: Vec<Flow> = reader.by_ref().collect();
     let report = reader.into_report();
-    assert_eq!(report.rejected, 0, "{:?}", report.errors);
+    assert_eq!(
+        report.rejected, 0,
+        "{:?} (recapture: {CAPTURE})",
+        report.errors
+    );
     assert_eq!(report.flows, flows.len() as u64);
     flows
 }
@@ -42,28 +48,8 @@ fn aggregate(flows: impl IntoIterator<Item = Flow>) -> GraphUpdate {
     engine.graph_snapshot(Zoom::Workload, &[])
 }
 
-fn before_fix(flows: &[Flow]) -> Vec<Flow> {
-    flows
-        .iter()
-        .filter(|f| f.time_ns < START_NS + FIX_AT)
-        .cloned()
-        .collect()
-}
-
-fn after_fix(flows: &[Flow]) -> Vec<Flow> {
-    flows
-        .iter()
-        .filter(|f| f.time_ns >= START_NS + FIX_AT)
-        .cloned()
-        .collect()
-}
-
 fn edge<'a>(graph: &'a GraphUpdate, from: &str, to: &str, port: u32) -> Option<&'a GraphEdge> {
-    let id = |name: &str| match name {
-        "world" => name.to_string(),
-        _ => format!("workload:{name}"),
-    };
-    let (from, to) = (id(from), id(to));
+    let (from, to) = (format!("workload:{from}"), format!("workload:{to}"));
     graph
         .edges
         .iter()
@@ -71,69 +57,62 @@ fn edge<'a>(graph: &'a GraphUpdate, from: &str, to: &str, port: u32) -> Option<&
 }
 
 fn must<'a>(graph: &'a GraphUpdate, from: &str, to: &str, port: u32) -> &'a GraphEdge {
-    edge(graph, from, to, port)
-        .unwrap_or_else(|| panic!("no edge {from} -> {to}:{port} in the graph"))
+    edge(graph, from, to, port).unwrap_or_else(|| {
+        let ids: Vec<&str> = graph.edges.iter().map(|e| e.id.as_str()).collect();
+        panic!("no edge {from} -> {to}:{port} in {ids:#?}")
+    })
 }
 
+/// (namespace, workload) of a flow's source or destination.
 fn workload(flow: &Flow, source: bool) -> (&str, &str) {
     let endpoint = if source {
         flow.source.as_ref()
     } else {
         flow.destination.as_ref()
     };
-    endpoint
-        .map(|e| {
-            let name = e.workload.as_ref().map_or("", |w| w.name.as_str());
-            (e.namespace.as_str(), name)
-        })
-        .unwrap_or_default()
+    let endpoint = endpoint.expect("endpoint");
+    let name = endpoint.workload.as_ref().map_or("", |w| w.name.as_str());
+    (endpoint.namespace.as_str(), name)
 }
 
-fn dns(flow: &Flow) -> Option<&skymap_proto::v1::Dns> {
-    match flow.l7.as_ref().and_then(|l7| l7.record.as_ref()) {
-        Some(Record::Dns(dns)) => Some(dns),
+fn dns_rcode(flow: &Flow) -> Option<u32> {
+    match flow.l7.as_ref()?.record.as_ref()? {
+        Record::Dns(dns) if flow.is_reply => Some(dns.rcode),
         _ => None,
     }
 }
 
-#[test]
-fn fixture_is_what_the_generator_writes() {
-    let mut generated = Vec::new();
-    write_flows(&mut generated, &demo_flows()).expect("write to memory");
-    let path = fixture_path();
-    let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    if committed != generated {
-        let line = committed
-            .split(|b| *b == b'\n')
-            .zip(generated.split(|b| *b == b'\n'))
-            .position(|(a, b)| a != b)
-            .map_or_else(
-                || "at the end".to_string(),
-                |i| format!("at line {}", i + 1),
-            );
-        panic!(
-            "{} differs from the generator's output (first {line}; {} vs {} bytes). \
-             If the generator changed on purpose, regenerate it: {REGENERATE}",
-            path.display(),
-            committed.len(),
-            generated.len(),
-        );
-    }
+/// When the fix landed: the first answer the frontend's lookups got.
+fn fix_ns(flows: &[Flow]) -> i64 {
+    flows
+        .iter()
+        .find(|f| workload(f, false) == ("shop", "frontend") && dns_rcode(f) == Some(RCODE_NOERROR))
+        .map(|f| f.time_ns)
+        .expect("the frontend's lookups are answered after the fix")
+}
+
+fn rcode_count(edge: &GraphEdge, rcode: u32) -> u64 {
+    edge.dns_rcodes
+        .iter()
+        .find(|r| r.rcode == rcode)
+        .map_or(0, |r| r.count)
 }
 
 #[test]
-fn the_recording_is_a_sorted_150_s_of_a_three_node_cluster() {
+fn the_recording_is_a_sorted_150_s_of_the_demo_scenario() {
     let flows = fixture();
     let size = std::fs::metadata(fixture_path()).expect("fixture").len();
-    assert!(size < 4_000_000, "demo.jsonl is {size} bytes");
-    assert!(flows.windows(2).all(|w| w[0].time_ns <= w[1].time_ns));
-    let first = flows.first().expect("flows").time_ns;
-    let last = flows.last().expect("flows").time_ns;
-    assert!((START_NS..START_NS + SECOND).contains(&first));
-    let end = START_NS + DURATION;
-    assert!((end - 2 * SECOND..end + 2 * SECOND).contains(&last));
-    let per_second = flows.len() as i64 / (DURATION / SECOND);
-    assert!((20..=40).contains(&per_second), "{per_second} flows/s");
+    assert!(size < 5_000_000, "demo.jsonl is {size} bytes");
+    assert!(
+        flows.windows(2).all(|w| w[0].time_ns <= w[1].time_ns),
+        "sorted by time"
+    );
+    let span = flows.last().expect("flows").time_ns - flows.first().expect("flows").time_ns;
+    assert!(
+        (140 * SECOND..165 * SECOND).contains(&span),
+        "{} s",
+        span / SECOND
+    );
     for flow in &flows {
         assert_eq!(engine::validate(flow), Ok(()));
     }
@@ -141,213 +120,147 @@ fn the_recording_is_a_sorted_150_s_of_a_three_node_cluster() {
     assert_eq!(nodes, BTreeSet::from(["node-1", "node-2", "node-3"]));
 
     let graph = aggregate(flows);
-    let workloads: Vec<_> = graph
+    let workloads: BTreeSet<(&str, &str)> = graph
         .nodes
         .iter()
         .filter(|n| n.kind == NodeKind::Workload as i32)
+        .map(|n| (n.namespace.as_str(), n.name.as_str()))
         .collect();
-    let namespaces: BTreeSet<&str> = workloads.iter().map(|n| n.namespace.as_str()).collect();
-    assert_eq!(workloads.len(), 15, "{workloads:#?}");
-    assert_eq!(
-        namespaces,
-        BTreeSet::from(["data", "kube-system", "monitoring", "payments", "shop"])
-    );
-    let dns = workloads
+    let expected = BTreeSet::from([
+        ("users", "loadgen"),
+        ("shop", "frontend"),
+        ("shop", "catalog"),
+        ("shop", "cart"),
+        ("shop", "checkout"),
+        ("shop", "recommendations"),
+        ("payments", "payments-api"),
+        ("monitoring", "prometheus"),
+        ("kube-system", "kube-dns"),
+    ]);
+    assert_eq!(workloads, expected);
+    let kinds: BTreeSet<&str> = graph
+        .nodes
         .iter()
-        .find(|n| n.name == "kube-dns")
-        .expect("kube-dns");
-    assert_eq!(dns.namespace, "kube-system");
-    assert!(dns.labels.contains(&"k8s-app=kube-dns".to_string()));
-    let kinds: BTreeSet<&str> = workloads.iter().map(|n| n.workload_kind.as_str()).collect();
-    assert_eq!(kinds, BTreeSet::from(["Deployment", "StatefulSet"]));
-    assert!(graph.nodes.iter().any(|n| n.kind == NodeKind::World as i32));
+        .filter(|n| n.kind == NodeKind::Workload as i32)
+        .map(|n| n.workload_kind.as_str())
+        .collect();
+    assert_eq!(kinds, BTreeSet::from(["Deployment"]));
 }
 
 #[test]
-fn only_the_frontends_dns_is_dropped_and_only_before_the_fix() {
+fn only_the_frontends_dns_is_dropped_by_its_egress_policy_until_the_fix() {
     let flows = fixture();
+    let fix = fix_ns(&flows);
+    let start = flows[0].time_ns;
+    assert!(
+        (50 * SECOND..75 * SECOND).contains(&(fix - start)),
+        "the fix lands {} s in",
+        (fix - start) / SECOND
+    );
     let drops: Vec<&Flow> = flows
         .iter()
         .filter(|f| f.verdict == Verdict::Dropped as i32)
         .collect();
-    assert!(drops.len() >= 100, "{} drops", drops.len());
+    assert!(drops.len() >= 25, "{} drops", drops.len());
     for drop in &drops {
         assert_eq!(workload(drop, true), ("shop", "frontend"));
         assert_eq!(workload(drop, false), ("kube-system", "kube-dns"));
-        let destination = drop.destination.as_ref().expect("destination");
-        assert_eq!(
-            (destination.port, destination.service.as_str()),
-            (53, "kube-dns")
-        );
+        assert_eq!(drop.destination.as_ref().map(|d| d.port), Some(53));
         assert_eq!(drop.l4.unwrap_or_default().protocol, Protocol::Udp as i32);
-        assert_eq!(drop.drop_reason, DROP_REASON);
-        assert_eq!(drop.policy_reason, DROP_POLICY);
+        assert_eq!(drop.drop_reason, "NETFILTER_DROP");
+        assert_eq!(drop.policy_reason, "shop/frontend-egress");
         assert_eq!(drop.observation_point, ObservationPoint::KernelDrop as i32);
-        assert!(dns(drop).is_some());
-        assert!(drop.time_ns < START_NS + FIX_AT);
+        assert!(drop.time_ns < fix + SECOND, "a drop after the fix");
     }
-
-    // Meanwhile the others resolve fine.
-    let answered_before = flows.iter().filter(|f| {
-        f.time_ns < START_NS + FIX_AT
-            && f.is_reply
-            && workload(f, true).1 == "kube-dns"
-            && dns(f).is_some_and(|d| d.rcode == 0 && !d.ips.is_empty())
-    });
-    assert!(answered_before.count() >= 5);
+    // The drops run from the start up to the fix.
+    assert!(drops[0].time_ns - start < 5 * SECOND);
+    assert!(fix - drops[drops.len() - 1].time_ns < 10 * SECOND);
 
     let graph = aggregate(flows.iter().cloned());
     let frontend_dns = must(&graph, "shop/frontend", "kube-system/kube-dns", 53);
-    let dropped = frontend_dns.drops.iter().find(|d| d.reason == DROP_REASON);
+    let dropped = frontend_dns
+        .drops
+        .iter()
+        .find(|d| d.reason == "NETFILTER_DROP");
     assert_eq!(dropped.map(|d| d.packets), Some(drops.len() as u64));
-    // After the fix the frontend's lookups are answered.
     assert!(
-        frontend_dns
-            .dns_rcodes
-            .iter()
-            .any(|r| r.rcode == 0 && r.count >= 10)
+        rcode_count(frontend_dns, RCODE_NOERROR) >= 10,
+        "{frontend_dns:?}"
     );
 }
 
 #[test]
 fn the_frontend_reaches_its_backends_only_after_the_fix() {
     let flows = fixture();
-    let before = aggregate(before_fix(&flows));
-    let all = aggregate(flows);
-    for backend in ["cart", "catalog", "checkout", "recommendations"] {
+    let fix = fix_ns(&flows);
+    let before = aggregate(flows.iter().filter(|f| f.time_ns < fix).cloned());
+    let all = aggregate(flows.iter().cloned());
+    for backend in ["cart", "catalog", "checkout"] {
         let to = format!("shop/{backend}");
         assert!(
             edge(&before, "shop/frontend", &to, 8080).is_none(),
             "frontend -> {backend} before the fix"
         );
         let after = must(&all, "shop/frontend", &to, 8080);
-        assert!(after.first_seen_ns >= START_NS + FIX_AT);
-        assert!(after.requests >= 10, "frontend -> {backend}: {after:?}");
+        assert!(after.requests >= 3, "frontend -> {backend}: {after:?}");
     }
-    // Not the whole shop was down: the recommendations kept reading the catalog.
-    assert!(edge(&before, "shop/recommendations", "shop/catalog", 8080).is_some());
+    // The rest of the shop worked all along.
+    let users = must(&before, "users/loadgen", "shop/frontend", 8080);
+    assert!(users.requests >= 8, "{users:?}");
+    assert!(edge(&before, "shop/catalog", "shop/recommendations", 8080).is_some());
 }
 
 #[test]
-fn users_get_503_before_the_fix_and_mostly_2xx_after() {
-    let flows = fixture();
-    let before = aggregate(before_fix(&flows));
-    let users = must(&before, "world", "shop/frontend", 8080)
-        .http
-        .expect("http");
-    assert!(users.server_error >= 50, "{users:?}");
-    assert_eq!(users.success, 0, "{users:?}");
-
-    let after = aggregate(after_fix(&flows));
-    let users = must(&after, "world", "shop/frontend", 8080)
-        .http
-        .expect("http");
-    assert!(users.success >= 100, "{users:?}");
-    assert!(users.server_error * 20 < users.success, "{users:?}");
-    // Before the fix the 503 comes after the frontend's 1 s deadline.
-    let slow = must(&before, "world", "shop/frontend", 8080)
-        .latency
-        .expect("latency");
-    let deadline = 1_000_000_000;
-    assert!(
-        (deadline..deadline * 6 / 5).contains(&slow.p50_ns),
-        "{slow:?}"
-    );
-}
-
-#[test]
-fn healthy_edges_have_realistic_latency_and_some_errors() {
+fn healthy_edges_have_the_configured_latency() {
     let graph = aggregate(fixture());
-    let ms = 1_000_000;
-
-    let catalog = must(&graph, "shop/frontend", "shop/catalog", 8080)
-        .latency
-        .expect("latency");
-    assert!((8 * ms..20 * ms).contains(&catalog.p50_ns), "{catalog:?}");
-    assert!(catalog.p99_ns >= 3 * catalog.p50_ns, "{catalog:?}");
-
-    let payments = must(&graph, "shop/checkout", "payments/payments-api", 8080);
-    let latency = payments.latency.expect("latency");
-    assert!((70 * ms..250 * ms).contains(&latency.p50_ns), "{latency:?}");
-    assert!(latency.max_ns >= 300 * ms, "{latency:?}");
-    let http = payments.http.expect("http");
-    assert!(http.server_error >= 1, "{http:?}");
-    assert!(http.server_error * 5 < http.success, "{http:?}");
-
-    // The database and the gateway show connect latency only (no L7).
-    let gateway = must(&graph, "payments/payments-api", "world", 443);
-    assert!(gateway.latency.is_none_or(|l| l.count == 0));
-    let connect = gateway.connect_latency.expect("connect latency");
-    assert!((20 * ms..60 * ms).contains(&connect.p50_ns), "{connect:?}");
-    let db = must(&graph, "shop/catalog", "data/postgres", 5432);
-    assert!(
-        db.connect_latency.expect("connect latency").p50_ns < ms,
-        "{db:?}"
-    );
+    // p50s from lab/scenarios/demo.yaml; measured at the veths, they can only
+    // be later than configured, and a busy 2-CPU machine adds some.
+    for (from, to, configured) in [
+        ("users/loadgen", "shop/frontend", 15),
+        ("shop/frontend", "shop/catalog", 20),
+        ("shop/catalog", "shop/recommendations", 40),
+    ] {
+        let latency = must(&graph, from, to, 8080).latency.expect("latency");
+        assert!(
+            (configured * MS * 7 / 10..configured * MS * 2).contains(&latency.p50_ns),
+            "{from} -> {to}: p50 {} ms, configured {configured} ms",
+            latency.p50_ns / MS
+        );
+    }
+    // cart answers 5% with 500.
+    let cart = must(&graph, "shop/frontend", "shop/cart", 8080)
+        .http
+        .expect("http");
+    assert!(cart.success > 0, "{cart:?}");
 }
 
 #[test]
-fn dns_has_search_path_misses_aaaa_and_a_servfail_hot_spot() {
-    let flows = fixture();
-    let graph = aggregate(flows.iter().cloned());
-    let rcode = |edge: &GraphEdge, rcode: u32| {
-        edge.dns_rcodes
-            .iter()
-            .find(|r| r.rcode == rcode)
-            .map_or(0, |r| r.count)
-    };
-    // "postgres.data.svc.cluster.local" has four dots: ndots:5 tries the
-    // search path first.
-    let catalog = must(&graph, "shop/catalog", "kube-system/kube-dns", 53);
-    assert!(rcode(catalog, RCODE_NXDOMAIN) >= 3, "{catalog:?}");
-    let payments = must(&graph, "payments/payments-api", "kube-system/kube-dns", 53);
-    assert!(rcode(payments, RCODE_SERVFAIL) >= 2, "{payments:?}");
-    let upstream = must(&graph, "kube-system/kube-dns", "world", 53);
-    assert!(rcode(upstream, RCODE_SERVFAIL) >= 2, "{upstream:?}");
-
-    let servfail_times: Vec<i64> = flows
-        .iter()
-        .filter(|f| f.is_reply && dns(f).is_some_and(|d| d.rcode == RCODE_SERVFAIL))
-        .map(|f| f.time_ns - START_NS)
-        .collect();
-    assert!(
-        servfail_times
-            .iter()
-            .all(|t| (100 * SECOND..121 * SECOND).contains(t)),
-        "SERVFAIL outside the hot spot"
+fn search_path_misses_show_as_nxdomain() {
+    let graph = aggregate(fixture());
+    // loadgen asks for "frontend.shop" from namespace users: the first
+    // search suffix misses, the second answers, once per lookup.
+    let loadgen = must(&graph, "users/loadgen", "kube-system/kube-dns", 53);
+    let (noerror, nxdomain) = (
+        rcode_count(loadgen, RCODE_NOERROR),
+        rcode_count(loadgen, RCODE_NXDOMAIN),
     );
-    let aaaa = flows.iter().filter(|f| {
-        f.l7.as_ref()
-            .is_some_and(|l| l.r#type == L7Type::Request as i32)
-            && dns(f).is_some_and(|d| d.qtype == QTYPE_AAAA)
-    });
-    assert!(aaaa.count() >= 10);
+    assert!(noerror >= 15, "{loadgen:?}");
+    assert!(
+        noerror.abs_diff(nxdomain) <= 2,
+        "{noerror} NOERROR, {nxdomain} NXDOMAIN"
+    );
+    // The frontend's names are short and in its namespace: no misses.
+    let frontend = must(&graph, "shop/frontend", "kube-system/kube-dns", 53);
+    assert_eq!(rcode_count(frontend, RCODE_NXDOMAIN), 0, "{frontend:?}");
 }
 
 #[test]
-fn refused_connections_and_both_ends_are_counted_once() {
-    let flows = fixture();
-    let graph = aggregate(flows.iter().cloned());
-    let kafka = must(&graph, "monitoring/prometheus", "data/kafka", 9308);
-    assert!(kafka.refused >= 10, "{kafka:?}");
-    assert_eq!(kafka.refused, kafka.connections);
-    assert!(kafka.errors >= kafka.refused);
-
-    // frontend -> catalog is reported by both nodes: each record is counted
-    // once, and the server's copies show as seen at the destination.
-    let records = flows
-        .iter()
-        .filter(|f| {
-            let (client, server) = if f.is_reply {
-                (false, true)
-            } else {
-                (true, false)
-            };
-            workload(f, client).1 == "frontend" && workload(f, server).1 == "catalog"
-        })
-        .count() as u64;
-    let catalog = must(&graph, "shop/frontend", "shop/catalog", 8080);
-    assert_eq!(catalog.flows * 2, records);
-    assert_eq!(catalog.seen_at_source, catalog.flows);
-    assert_eq!(catalog.seen_at_destination, catalog.flows);
+fn both_ends_are_seen_and_counted_once() {
+    let graph = aggregate(fixture());
+    let users = must(&graph, "users/loadgen", "shop/frontend", 8080);
+    assert!(
+        users.seen_at_source > 0 && users.seen_at_destination > 0,
+        "{users:?}"
+    );
+    assert_eq!(users.flows, users.seen_at_source, "{users:?}");
 }

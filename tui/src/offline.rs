@@ -16,8 +16,8 @@ use crate::app::App;
 use crate::app::series::SLOT_NS;
 use crate::live::{ConnState, Event};
 
-/// The recording shipped for `skymap demo`: 150 s of a small cluster in the
-/// DNS story (see `tests/src/demo.rs`, which generates it).
+/// The recording shipped for `skymap demo`: 150 s of the lab's demo scenario
+/// in the DNS story, captured with `lab/capture-demo.sh`.
 pub const DEMO_RECORDING: &str = include_str!("../../tests/fixtures/demo.jsonl");
 
 /// What [`play`] did.

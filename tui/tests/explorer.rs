@@ -214,12 +214,27 @@ fn story_the_frontend_cannot_resolve_then_the_fix_lands() {
     );
     insta::assert_snapshot!("story_1_dropped_edge_details", picture);
 
-    // enter: the flows on that edge, all dropped.
+    // enter: the flows on that edge: the queries leaving the frontend's
+    // veth, then the kernel dropping them; never an answer.
     key(&mut app, KeyCode::Enter);
     assert_eq!(app.view, View::Flows);
     let flows = app.visible_flows();
-    assert!(!flows.is_empty());
-    assert!(flows.iter().all(|f| f.verdict == Verdict::Dropped as i32));
+    let workload = |e: Option<&Endpoint>| {
+        e.and_then(|e| e.workload.as_ref())
+            .map_or(String::new(), |w| w.name.clone())
+    };
+    assert!(flows.iter().all(|f| {
+        let (a, b) = (
+            workload(f.source.as_ref()),
+            workload(f.destination.as_ref()),
+        );
+        (a.as_str(), b.as_str()) == ("frontend", "kube-dns") && !f.is_reply
+    }));
+    assert!(
+        flows
+            .iter()
+            .any(|f| f.verdict == Verdict::Dropped as i32 && f.drop_reason == "NETFILTER_DROP")
+    );
     let picture = text(&mut app, 160, 48);
     insta::assert_snapshot!("story_2_flows_of_the_edge", picture);
 

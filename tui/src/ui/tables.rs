@@ -14,6 +14,7 @@ use skymap_themes::Role;
 
 use crate::app::model::latency_text;
 use crate::app::{App, Pane, View, series};
+use crate::map::Glyphs;
 use crate::output::{clock_time, duration, flows::table_row};
 
 use crate::state::{DnsSummary, DropSummary, NamespaceFilter};
@@ -74,7 +75,11 @@ fn flows(frame: &mut Frame, area: Rect, app: &mut App) {
     let rows: Vec<Row> = visible
         .iter()
         .map(|flow| {
-            let [_, node, source, destination, kind, verdict, tail] = table_row(flow);
+            let [_, node, source, destination, kind, verdict, mut tail] = table_row(flow);
+            if app.glyphs == Glyphs::Ascii {
+                // The only non-ASCII a summary has: "µs" in latencies.
+                tail = tail.replace('µ', "u");
+            }
             let time = clock_time(flow.time_ns);
             let role = verdict_role(&verdict);
             Row::new(vec![
