@@ -185,7 +185,7 @@ fn the_demo_scenario_keeps_the_story_the_demo_tests_read() {
         .map(|p| p.metadata.name.clone().unwrap_or_default())
         .collect();
     assert_eq!(policies, ["frontend-egress"]);
-    assert_eq!(plan.dns, Some(std::net::Ipv4Addr::new(10, 96, 0, 10)));
+    assert_eq!(plan.dns, Some(Ipv4Addr::new(10, 96, 0, 10)));
 }
 
 #[test]
