@@ -39,6 +39,8 @@ const UP_TIMEOUT: Duration = Duration::from_secs(90);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long clients get to finish in-flight calls, then servers, at stop.
 const DRAIN: Duration = Duration::from_secs(8);
+/// The longest one status call to a relay may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 /// A crashed relay or probe is started again after this.
 const RESTART_AFTER: Duration = Duration::from_secs(1);
 
@@ -173,7 +175,8 @@ pub fn pick(name: Option<&str>) -> Result<String, LabError> {
     }
 }
 
-fn alive(pid: u32) -> bool {
+/// Whether process `pid` runs (a zombie does not).
+pub fn alive(pid: u32) -> bool {
     pid != 0 && Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid)
 }
 
@@ -910,7 +913,9 @@ fn wait_for_nodes(
         .map_err(io("starting a runtime"))?;
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
-        let connected = runtime.block_on(connected_nodes(port)).unwrap_or(0);
+        let connected = runtime
+            .block_on(connected_nodes(&format!("http://127.0.0.1:{port}")))
+            .map_or(0, |nodes| nodes.len());
         if connected >= count {
             say(&format!("probes: {connected}/{count} nodes connected"));
             return Ok(());
@@ -928,24 +933,27 @@ fn wait_for_nodes(
     }
 }
 
-/// How many nodes the relay on `port` lists as connected.
-pub async fn connected_nodes(port: u16) -> Result<usize, LabError> {
+/// The nodes the relay at `url` lists as connected. Each call to the relay
+/// waits at most [`STATUS_TIMEOUT`], so a stuck relay is an error, not a hang.
+pub async fn connected_nodes(url: &str) -> Result<Vec<String>, LabError> {
     use skymap_proto::v1::observer_client::ObserverClient;
     use skymap_proto::v1::{NodeState, StatusRequest};
-    let url = format!("http://127.0.0.1:{port}");
-    let mut client = ObserverClient::connect(url)
+    let unanswered = || LabError::Other(format!("the relay at {url} did not answer"));
+    let mut client = tokio::time::timeout(STATUS_TIMEOUT, ObserverClient::connect(url.to_string()))
         .await
+        .map_err(|_| unanswered())?
         .map_err(|e| LabError::Other(e.to_string()))?;
-    let status = client
-        .get_status(StatusRequest {})
+    let status = tokio::time::timeout(STATUS_TIMEOUT, client.get_status(StatusRequest {}))
         .await
+        .map_err(|_| unanswered())?
         .map_err(|e| LabError::Other(e.to_string()))?
         .into_inner();
     Ok(status
         .nodes
-        .iter()
+        .into_iter()
         .filter(|n| n.state == NodeState::Connected as i32)
-        .count())
+        .map(|n| n.name)
+        .collect())
 }
 
 /// Sets `flag` when SIGTERM or SIGINT arrives. Handlers rather than a

@@ -457,7 +457,10 @@ impl CpuSampler {
                     .sum();
                 let busy_ns = ticks.saturating_mul(1_000_000_000) / self.ticks_per_second;
                 samples.push(CpuSample {
-                    ips: ips.iter().map(|ip| ip_bytes(*ip)).collect(),
+                    ips: ips
+                        .iter()
+                        .map(|ip| skymap_proto::names::ip_to_bytes(*ip).to_vec())
+                        .collect(),
                     cores: busy_ns as f64 / interval as f64,
                     time_ns: unix_ns,
                     interval_ns: interval,
@@ -475,13 +478,6 @@ impl CpuSampler {
         }
         self.namespaces = next;
         samples
-    }
-}
-
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
     }
 }
 

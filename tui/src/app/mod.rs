@@ -450,16 +450,19 @@ impl App {
         }
     }
 
-    /// Until the user picks something, the selection goes to the caller of
-    /// the first dropped edge as soon as there is one.
-    fn follow_trouble(&mut self) {
-        let dropped = self
-            .model
+    /// The caller of the first dropped pair on the map, if any.
+    fn first_dropped_caller(&self) -> Option<String> {
+        self.model
             .pairs
             .values()
             .find(|p| p.health == crate::map::EdgeHealth::Dropped)
-            .map(|p| p.from.clone());
-        if let Some(id) = dropped
+            .map(|p| p.from.clone())
+    }
+
+    /// Until the user picks something, the selection goes to the caller of
+    /// the first dropped edge as soon as there is one.
+    fn follow_trouble(&mut self) {
+        if let Some(id) = self.first_dropped_caller()
             && self.selection.as_ref() != Some(&Selection::Node(id.clone()))
         {
             self.selection = Some(Selection::Node(id));
@@ -470,12 +473,7 @@ impl App {
     /// Selects the most interesting node: one end of a dropped pair, else
     /// the top-left box.
     fn select_default_node(&mut self) {
-        let dropped = self
-            .model
-            .pairs
-            .values()
-            .find(|p| p.health == crate::map::EdgeHealth::Dropped)
-            .map(|p| p.from.clone());
+        let dropped = self.first_dropped_caller();
         let first = self
             .layout
             .as_ref()

@@ -158,7 +158,7 @@ fn status(name: Option<String>, url_only: bool) -> Result<(), LabError> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
         .saturating_sub(state.started);
-    let alive = |pid: u32| pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let alive = run::alive;
     let word = |pid: u32| if alive(pid) { "running" } else { "DOWN" };
     let phase = match state.phase {
         Phase::Starting => "starting",
@@ -211,35 +211,11 @@ fn status(name: Option<String>, url_only: bool) -> Result<(), LabError> {
 
 /// The nodes the relay at `url` lists as connected; `None` when it does not answer.
 fn connected(url: &str) -> Option<Vec<String>> {
-    use skymap_proto::v1::observer_client::ObserverClient;
-    use skymap_proto::v1::{NodeState, StatusRequest};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
-    runtime.block_on(async {
-        let mut client = tokio::time::timeout(
-            Duration::from_secs(3),
-            ObserverClient::connect(url.to_string()),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        let status =
-            tokio::time::timeout(Duration::from_secs(3), client.get_status(StatusRequest {}))
-                .await
-                .ok()?
-                .ok()?
-                .into_inner();
-        Some(
-            status
-                .nodes
-                .into_iter()
-                .filter(|n| n.state == NodeState::Connected as i32)
-                .map(|n| n.name)
-                .collect(),
-        )
-    })
+    runtime.block_on(run::connected_nodes(url)).ok()
 }
 
 fn apply(file: &std::path::Path, name: Option<String>) -> Result<(), LabError> {
