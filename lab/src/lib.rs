@@ -15,7 +15,9 @@
 
 pub mod net;
 pub mod parts;
-pub mod policy;
 pub mod run;
 pub mod scenario;
 pub mod workload;
+
+/// NetworkPolicy semantics live in their own crate, shared with the relay.
+pub use skymap_policy as policy;

@@ -1,9 +1,11 @@
-//! Kubernetes NetworkPolicy semantics for the lab: [`validate`] checks a
+//! Kubernetes NetworkPolicy semantics, shared by the lab (which enforces
+//! policies) and the relay (which explains drops): [`validate`] checks a
 //! policy the way the API server would, [`evaluate`] decides one flow, and
 //! [`compile`] turns the policies into one nftables script per node.
 //!
 //! The cluster is plain data ([`Cluster`]: nodes, namespaces, pods with their
-//! named container ports); a [`crate::scenario::Plan`] converts into it.
+//! named container ports); the lab's plan and the relay's metadata convert
+//! into it.
 //!
 //! Semantics follow Kubernetes: a pod is isolated for a direction iff some
 //! policy in its namespace selects it and has that direction in its effective
@@ -37,7 +39,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::FieldPath;
+mod path;
+
+pub use path::{FieldPath, PathSegment};
 
 /// Labels of a namespace or pod.
 pub type Labels = BTreeMap<String, String>;
@@ -419,7 +423,7 @@ fn validate_ports(ports: Option<&[NetworkPolicyPort]>, path: &FieldPath) -> Resu
 }
 
 /// Checks a DNS label (RFC 1123), the shape of namespace and pod names.
-pub(crate) fn check_label_name(name: &str) -> Result<(), String> {
+pub fn check_label_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -451,7 +455,7 @@ fn check_subdomain(name: &str) -> Result<(), String> {
 }
 
 /// Checks an IANA service name, the shape of named ports.
-pub(crate) fn check_port_name(name: &str) -> Result<(), String> {
+pub fn check_port_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 15
         && name
