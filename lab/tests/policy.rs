@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use skymap_lab::policy::explain::explain;
 use skymap_lab::policy::{
     Cluster, CompileError, ContainerPort, Decision, Direction, FlowQuery, Namespace, Node, Pod,
-    PolicyRef, Protocol, SideDecision, compile, evaluate,
+    PolicyRef, Protocol, SideDecision, compile, evaluate, validate,
 };
 use skymap_lab::scenario::{Scenario, load_policies, policies_from_yaml_str};
 
@@ -179,8 +180,9 @@ type Case = (
     &'static str,
 );
 
-#[test]
-fn evaluate_follows_kubernetes_semantics() {
+/// The table of evaluation cases, shared by the evaluation and the
+/// explanation tests.
+fn cases() -> Vec<Case> {
     use Protocol::{Tcp, Udp};
     let deny_all = ("shop", "deny-all", "{podSelector: {}}");
     let api_from_web = (
@@ -697,15 +699,165 @@ fn evaluate_follows_kubernetes_semantics() {
             "E:- I:-",
         ),
     ];
+    cases
+}
+
+#[test]
+fn evaluate_follows_kubernetes_semantics() {
     let cluster = cluster();
     let mut wrong = Vec::new();
-    for (what, specs, query, expected) in &cases {
+    for (what, specs, query, expected) in &cases() {
         let got = summary(&evaluate(&cluster, &policies(specs), query));
         if got != *expected {
             wrong.push(format!("{what}: wanted {expected}, got {got}"));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn every_denied_case_is_explained_and_its_suggestion_allows_only_more() {
+    let cluster = cluster();
+    let cases = cases();
+    let mut wrong = Vec::new();
+    for (what, specs, query, _) in &cases {
+        let policies = policies(specs);
+        let decision = evaluate(&cluster, &policies, query);
+        let Some(explanation) = explain(&cluster, &policies, query) else {
+            if !decision.is_allowed() {
+                wrong.push(format!("{what}: denied but not explained"));
+            }
+            continue;
+        };
+        if decision.is_allowed() {
+            wrong.push(format!("{what}: allowed but explained"));
+            continue;
+        }
+        // The sides named are exactly the denying sides, with their policies.
+        let denied: Vec<(Direction, Vec<PolicyRef>)> = [
+            (Direction::Egress, &decision.egress),
+            (Direction::Ingress, &decision.ingress),
+        ]
+        .into_iter()
+        .filter_map(|(direction, side)| match side {
+            SideDecision::Denied { isolated_by } => Some((direction, isolated_by.clone())),
+            _ => None,
+        })
+        .collect();
+        let named: Vec<(Direction, Vec<PolicyRef>)> = explanation
+            .sides
+            .iter()
+            .map(|side| (side.direction, side.policies.clone()))
+            .collect();
+        if named != denied {
+            wrong.push(format!("{what}: names {named:?}, denied by {denied:?}"));
+        }
+        for side in &explanation.sides {
+            for policy in &side.policies {
+                if !side.summary.contains(&policy.name) {
+                    wrong.push(format!("{what}: {:?} does not name {policy}", side.summary));
+                }
+            }
+        }
+        // The suggestions are valid objects, survive YAML, and fix the flow.
+        for suggestion in &explanation.suggestions {
+            if let Err(invalid) = validate(suggestion) {
+                wrong.push(format!("{what}: invalid suggestion: {invalid:?}"));
+            }
+        }
+        let reparsed = policies_from_yaml_str(&explanation.suggestions_yaml(), "suggested.yaml")
+            .expect("suggested YAML parses");
+        if reparsed != explanation.suggestions {
+            wrong.push(format!("{what}: YAML does not round-trip"));
+        }
+        let mut fixed = policies.clone();
+        fixed.extend(reparsed);
+        if !evaluate(&cluster, &fixed, query).is_allowed() {
+            wrong.push(format!("{what}: still denied with the suggestion"));
+        }
+        // Nothing the table allowed before is denied after, unless a caveat
+        // says the selector isolates more pods.
+        if explanation.caveats.is_empty() {
+            for (other, _, other_query, _) in &cases {
+                let before = evaluate(&cluster, &policies, other_query).is_allowed();
+                if before && !evaluate(&cluster, &fixed, other_query).is_allowed() {
+                    wrong.push(format!("{what}: its suggestion denies {other:?}"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_story_drop_is_explained_in_words_with_a_fix() {
+    let scenario = Scenario::load(scenario_path("default.yaml")).expect("default.yaml");
+    let plan = scenario.plan();
+    let cluster = plan.cluster();
+    let ip_of = |workload: &str| {
+        plan.pods
+            .iter()
+            .find(|p| p.workload == workload)
+            .map(|p| p.ip)
+            .expect("pod")
+    };
+    let query = FlowQuery {
+        src_ip: ip_of("frontend"),
+        dst_ip: ip_of("kube-dns"),
+        protocol: Protocol::Udp,
+        dst_port: 53,
+    };
+    let explanation = explain(&cluster, scenario.policies(), &query).expect("denied");
+    assert_eq!(explanation.sides.len(), 1);
+    assert_eq!(
+        explanation.sides[0].summary,
+        "egress of shop/frontend is limited by policy frontend-egress, which allows only \
+         app in (catalog, cart) on TCP/8080; nothing allows UDP/53 to kube-system/kube-dns"
+    );
+    assert_eq!(
+        explanation.sides[0].allows,
+        ["shop/frontend-egress allows to app in (catalog, cart) on TCP/8080"]
+    );
+    assert!(explanation.caveats.is_empty(), "{:?}", explanation.caveats);
+    assert_eq!(
+        explanation.suggestions_yaml(),
+        "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: frontend-egress-to-kube-dns-udp-53
+  namespace: shop
+spec:
+  egress:
+  - ports:
+    - port: 53
+      protocol: UDP
+    to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: kube-system
+      podSelector:
+        matchLabels:
+          k8s-app: kube-dns
+  podSelector:
+    matchLabels:
+      app: frontend
+  policyTypes:
+  - Egress
+"
+    );
+    // Every frontend replica may now reach every kube-dns replica.
+    let mut fixed = scenario.policies().to_vec();
+    fixed.extend(explanation.suggestions.iter().cloned());
+    for frontend in plan.pods.iter().filter(|p| p.workload == "frontend") {
+        for dns in plan.pods.iter().filter(|p| p.workload == "kube-dns") {
+            let query = FlowQuery {
+                src_ip: frontend.ip,
+                dst_ip: dns.ip,
+                ..query
+            };
+            assert!(evaluate(&cluster, &fixed, &query).is_allowed());
+        }
+    }
 }
 
 #[test]

@@ -39,7 +39,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
+pub mod explain;
 mod path;
+pub mod reasons;
 
 pub use path::{FieldPath, PathSegment};
 
@@ -745,22 +747,8 @@ fn policy_allows(
     pod: &Pod,
     direction: Direction,
 ) -> Vec<Allow> {
-    let rules: Vec<Rule<'_>> = match direction {
-        Direction::Egress => spec
-            .egress
-            .iter()
-            .flatten()
-            .map(|r| (r.to.as_deref(), r.ports.as_deref()))
-            .collect(),
-        Direction::Ingress => spec
-            .ingress
-            .iter()
-            .flatten()
-            .map(|r| (r.from.as_deref(), r.ports.as_deref()))
-            .collect(),
-    };
     let mut allows = Vec::new();
-    for (peers, ports) in rules {
+    for (peers, ports) in rules(spec, direction) {
         let remotes = rule_remotes(cluster, namespace, peers);
         let Some(ports) = ports.filter(|p| !p.is_empty()) else {
             allows.push(Allow { remotes, l4: None });
@@ -810,6 +798,24 @@ fn policy_allows(
         }
     }
     allows
+}
+
+/// The peers and ports of each of the policy's rules for `direction`.
+fn rules(spec: &NetworkPolicySpec, direction: Direction) -> Vec<Rule<'_>> {
+    match direction {
+        Direction::Egress => spec
+            .egress
+            .iter()
+            .flatten()
+            .map(|r| (r.to.as_deref(), r.ports.as_deref()))
+            .collect(),
+        Direction::Ingress => spec
+            .ingress
+            .iter()
+            .flatten()
+            .map(|r| (r.from.as_deref(), r.ports.as_deref()))
+            .collect(),
+    }
 }
 
 fn named_port(pod: &Pod, name: &str, protocol: Protocol) -> Option<u16> {
