@@ -30,7 +30,7 @@ sleep "$after"
 kill -INT "$record"
 wait "$record" || true
 record=
-# Time order, and the policy behind each policy drop (see tidy-recording).
-cargo run --release -q -p skymap-tests --bin tidy-recording -- --scenario lab/scenarios/demo.yaml \
+# Time order (the relay has named the policy behind each policy drop).
+cargo run --release -q -p skymap-tests --bin tidy-recording \
     < "$raw" > tests/fixtures/demo.jsonl
 echo "wrote tests/fixtures/demo.jsonl ($(wc -l < tests/fixtures/demo.jsonl) flows)"

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{Value, json};
 
 use crate::net::{self, NetPlan, NodeNet, PodNet, ServiceNat};
@@ -104,10 +105,11 @@ fn labels_json(labels: &BTreeMap<String, String>) -> Value {
 }
 
 /// The Kubernetes objects of the lab, in the shape
-/// `kubectl get pods,services,namespaces,nodes -A -o json` prints, which is
-/// what the relay's `--metadata` reads. Pods belong to a Deployment through a
-/// ReplicaSet, as they would in a cluster.
-pub fn metadata(lab: &str, plan: &Plan) -> Value {
+/// `kubectl get pods,services,namespaces,nodes,networkpolicies -A -o json`
+/// prints, which is what the relay's `--metadata` reads. Pods belong to a
+/// Deployment through a ReplicaSet, as they would in a cluster. `policies`
+/// are the NetworkPolicies in force, so the relay can explain drops.
+pub fn metadata(lab: &str, plan: &Plan, policies: &[NetworkPolicy]) -> Value {
     let mut items = Vec::new();
     for ns in &plan.namespaces {
         let mut labels = ns.labels.clone();
@@ -178,6 +180,8 @@ pub fn metadata(lab: &str, plan: &Plan) -> Value {
             },
         }));
     }
+    // k8s-openapi's serializer adds apiVersion and kind, as kubectl prints.
+    items.extend(policies.iter().filter_map(|p| serde_json::to_value(p).ok()));
     json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
 

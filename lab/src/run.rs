@@ -458,12 +458,25 @@ pub fn apply(name: &str, file: &Path) -> Result<Vec<String>, LabError> {
     }
     let in_force = in_force(&scenario, &applied);
     load_policies(&Names::new(name)?, &plan, &in_force)?;
+    // The relay re-reads the file, so its explanations follow the policies.
+    write_metadata(&dir.join("metadata.json"), name, &plan, &in_force)?;
     let text =
         serde_json::to_string_pretty(&applied).map_err(|e| LabError::Other(e.to_string()))?;
     write_atomically(&dir.join("applied-policies.json"), text.as_bytes())?;
     state.policies = in_force.iter().map(policy_key).collect();
     write_state(&state)?;
     Ok(state.policies)
+}
+
+fn write_metadata(
+    path: &Path,
+    name: &str,
+    plan: &Plan,
+    policies: &[NetworkPolicy],
+) -> Result<(), LabError> {
+    let text = serde_json::to_vec_pretty(&parts::metadata(name, plan, policies))
+        .map_err(|e| LabError::Other(e.to_string()))?;
+    write_atomically(path, &text)
 }
 
 fn read_applied(dir: &Path) -> Result<Vec<NetworkPolicy>, LabError> {
@@ -650,9 +663,7 @@ fn build_and_run(
     state.policies = policies.iter().map(policy_key).collect();
 
     let metadata = dir.join("metadata.json");
-    let text = serde_json::to_vec_pretty(&parts::metadata(name, &plan))
-        .map_err(|e| LabError::Other(e.to_string()))?;
-    write_atomically(&metadata, &text)?;
+    write_metadata(&metadata, name, &plan, &policies)?;
     let zone_file = dir.join("zone.json");
     let zone = parts::zone(&plan).map_err(|e| LabError::Other(e.to_string()))?;
     let zone_text = serde_json::to_vec_pretty(&zone).map_err(|e| LabError::Other(e.to_string()))?;

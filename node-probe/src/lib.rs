@@ -12,6 +12,7 @@
 //! - [`assemble`]: decoded events to flow records, shaped as the relay counts.
 //! - [`ship`]: a bounded queue and the stream to the relay, with reconnect.
 //! - [`cpu`]: CPU per pod from cgroups or network namespaces, for saturation.
+//! - [`metrics`]: the Prometheus page on `--metrics-listen`.
 
 pub mod assemble;
 pub mod clock;
@@ -20,6 +21,7 @@ pub mod dns;
 pub mod event;
 pub mod http;
 pub mod loader;
+pub mod metrics;
 pub mod netns;
 pub mod preflight;
 pub mod reasons;

@@ -20,19 +20,44 @@ use skymap_node_probe::assemble::{Assembler, Attachment, Interface, Limits};
 use skymap_node_probe::clock::{boot_to_unix_ns, monotonic_ns};
 use skymap_node_probe::cpu::{CgroupLayout, CpuSampler};
 use skymap_node_probe::loader::{LoadOptions, Probe};
+use skymap_node_probe::metrics::{self, ProbeMetrics};
 use skymap_node_probe::netns;
 use skymap_node_probe::preflight::{self, Facts};
 use skymap_node_probe::reasons::DropReasons;
-use skymap_node_probe::ship::{CpuSender, Shipper};
+use skymap_node_probe::ship::{CpuSender, Shipper, check_target};
+use skymap_proto::tls::ClientTls;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// skymap-probe: eBPF flows, drops and latency from this node, streamed to the relay.
 #[derive(Debug, Parser)]
 #[command(name = "skymap-probe", version)]
 struct Args {
-    /// Relay address: http://HOST:PORT.
+    /// Relay address: http://HOST:PORT, or https://HOST:PORT for TLS (with --tls-ca).
     #[arg(long, env = "SKYMAP_RELAY", default_value = "http://127.0.0.1:4245")]
     relay: String,
+    /// PEM CA certificate that signed the relay's certificate (needed for https://).
+    #[arg(long, value_name = "FILE", env = "SKYMAP_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate chain for mutual TLS (read again at each reconnection).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SKYMAP_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SKYMAP_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// The name the relay's certificate must carry, if not the host in --relay
+    /// (e.g. when connecting by IP address).
+    #[arg(long, value_name = "NAME", env = "SKYMAP_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
     /// This node's name, as the relay and Kubernetes know it (default: the hostname).
     #[arg(long, env = "SKYMAP_NODE")]
     node: Option<String>,
@@ -67,6 +92,10 @@ struct Args {
     /// Do not sample CPU per pod.
     #[arg(long)]
     no_cpu: bool,
+    /// Serve Prometheus metrics (GET /metrics) and GET /healthz over HTTP on
+    /// this address, e.g. 0.0.0.0:9966. Off unless given.
+    #[arg(long, value_name = "ADDR", env = "SKYMAP_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 /// How often interfaces are rescanned and losses reported.
@@ -79,6 +108,11 @@ fn main() -> ExitCode {
         eprintln!("skymap-probe: {e}");
     }
     let args = Args::parse();
+    // Unreadable TLS files would otherwise only show up as retries.
+    if let Err(e) = check_target(&args.relay, &tls_of(&args)) {
+        eprintln!("skymap-probe: {e}");
+        return ExitCode::FAILURE;
+    }
     // Before anything is loaded: one message with everything missing.
     if let Err(e) = preflight::check(&Facts::gather()) {
         eprintln!("{e}");
@@ -104,6 +138,15 @@ fn main() -> ExitCode {
     }
 }
 
+fn tls_of(args: &Args) -> ClientTls {
+    ClientTls {
+        ca: args.tls_ca.clone(),
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+        server_name: args.tls_server_name.clone(),
+    }
+}
+
 /// The kernel takes only a power-of-two number of pages; aya would round
 /// anything else up silently, and overflow near 4 GiB.
 fn ring_bytes(text: &str) -> Result<u32, String> {
@@ -126,6 +169,12 @@ async fn run(args: Args) -> Result<()> {
             .map(|h| h.trim().to_string())
             .wrap_err("no --node given and the hostname is unreadable")?,
     };
+    // Before loading: a taken port is a quick, clear failure.
+    let (figures, published) = tokio::sync::watch::channel(ProbeMetrics::default());
+    if let Some(listen) = &args.metrics_listen {
+        let addr = metrics::start(listen, published).await?;
+        eprintln!("skymap-probe: metrics on http://{addr}/metrics");
+    }
     let reasons = DropReasons::from_kernel()?;
     let mut probe = Probe::load(&LoadOptions {
         ring_bytes: args.ring_bytes,
@@ -133,7 +182,8 @@ async fn run(args: Args) -> Result<()> {
         payloads: !args.no_payloads,
     })?;
     let mut assembler = Assembler::new(&node, reasons, boot_to_unix_ns()?, Limits::default());
-    let shipper = Shipper::spawn(args.relay.clone(), node.clone(), args.buffer);
+    let shipper =
+        Shipper::spawn_with_tls(args.relay.clone(), tls_of(&args), node.clone(), args.buffer);
     if !args.no_cpu {
         start_cpu_sampler(&args, shipper.cpu_sender())?;
     }
@@ -173,12 +223,20 @@ async fn run(args: Args) -> Result<()> {
                 }
                 shipper.send(std::mem::take(&mut flows));
                 shipper.add_losses([("probe-decode", batch.undecodable)]);
+                figures.send_modify(|m| m.events += batch.events.len() as u64 + batch.undecodable);
             }
             _ = tick.tick() => {
                 watched.rescan(&args, &mut probe, &mut assembler);
                 assembler.expire(monotonic_ns()?);
                 let increments = losses.since_last(&probe, &assembler);
                 shipper.add_losses(increments.iter().map(|(stage, n)| (stage.as_str(), *n)));
+                let (ship, losses) = (shipper.status(), shipper.losses());
+                figures.send_modify(|m| {
+                    m.flows_sent = ship.sent;
+                    m.relay_connected = ship.connected;
+                    m.losses = losses;
+                    m.interfaces_attached = watched.attached.len() as u64;
+                });
             }
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,

@@ -21,7 +21,17 @@ pub enum Cap {
     Bpf = 39,
 }
 
+/// The capabilities the probe asks for: what a container must be granted
+/// (`securityContext.capabilities.add`, by [`Cap::kubernetes_name`]).
+pub const REQUIRED: [Cap; 3] = [Cap::Bpf, Cap::Perfmon, Cap::NetAdmin];
+
 impl Cap {
+    /// The name Kubernetes uses, without `CAP_` (`NET_ADMIN`).
+    pub fn kubernetes_name(self) -> &'static str {
+        let name = self.name();
+        name.strip_prefix("CAP_").unwrap_or(name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Cap::NetAdmin => "CAP_NET_ADMIN",
@@ -188,7 +198,9 @@ mod tests {
         let root = Capabilities::from_status(status).expect("CapEff");
         assert!(root.missing().is_empty());
         let none = Capabilities::from_status("CapEff:\t0000000000000000\n").expect("CapEff");
-        assert_eq!(none.missing(), vec![Cap::Bpf, Cap::Perfmon, Cap::NetAdmin]);
+        assert_eq!(none.missing(), REQUIRED);
+        let names: Vec<&str> = REQUIRED.iter().map(|c| c.kubernetes_name()).collect();
+        assert_eq!(names, ["BPF", "PERFMON", "NET_ADMIN"]);
         assert_eq!(Capabilities::from_status("Name: x\n"), None);
         assert_eq!(Capabilities::from_status("CapEff:\tzz\n"), None);
     }

@@ -132,7 +132,7 @@ pub struct ContainerPort {
 }
 
 /// One flow to judge, as the kernel sees it after DNAT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowQuery {
     pub src_ip: Ipv4Addr,
     pub dst_ip: Ipv4Addr,

@@ -9,10 +9,20 @@
 //!   plus skymap's own fields; reads both.
 //! - [`filter`]: flow filters in Hubble's vocabulary, shared by the relay,
 //!   `skymap observe` and the explorer's `/`.
+//! - [`metrics`]: Prometheus text exposition and the `/metrics` HTTP server
+//!   the relay and the probe share.
+//! - [`tls`] (feature `tls`): PEM certificates and keys with clear errors, and
+//!   the client side of TLS to the relay, shared by the probe and `skymap`;
+//!   [`test_pki`] (feature `test-pki`): certificates made on the spot for tests.
 
 pub mod filter;
 pub mod jsonl;
+pub mod metrics;
 pub mod names;
+#[cfg(feature = "test-pki")]
+pub mod test_pki;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// Generated types for `skymap.v1`.
 #[allow(

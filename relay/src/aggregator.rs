@@ -15,13 +15,15 @@ use std::time::Duration;
 
 use skymap_proto::filter::FlowFilterSet;
 use skymap_proto::v1::{
-    FlowBatch, GetFlowsResponse, GraphUpdate, LostFlows, StatusResponse, Zoom, get_flows_response,
+    Explanation, Flow, FlowBatch, GetFlowsResponse, GraphUpdate, LostFlows, StatusResponse, Zoom,
+    get_flows_response,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Status;
 
 use crate::engine::{Engine, filter_update};
 use crate::metadata::Metadata;
+use crate::metrics::RelayMetrics;
 
 /// Events from ingest handlers.
 #[derive(Debug)]
@@ -34,7 +36,7 @@ pub enum IngestEvent {
 /// What the flow history returned, and where newer flows will arrive.
 #[derive(Debug)]
 pub struct FlowsReply {
-    pub history: Vec<skymap_proto::v1::Flow>,
+    pub history: Vec<Flow>,
     pub follow: Option<mpsc::Receiver<Result<GetFlowsResponse, Status>>>,
 }
 
@@ -61,6 +63,13 @@ pub enum Command {
     },
     GetStatus {
         reply: oneshot::Sender<StatusResponse>,
+    },
+    GetMetrics {
+        reply: oneshot::Sender<RelayMetrics>,
+    },
+    Explain {
+        flow: Box<Flow>,
+        reply: oneshot::Sender<Explanation>,
     },
 }
 
@@ -101,7 +110,7 @@ struct Follower {
 
 impl Follower {
     /// Sends one flow without waiting; reports earlier losses first.
-    fn offer(&mut self, flow: &skymap_proto::v1::Flow) {
+    fn offer(&mut self, flow: &Flow) {
         if !self.filter.matches(flow) {
             return;
         }
@@ -188,7 +197,7 @@ fn handle_ingest(engine: &mut Engine, followers: &mut [Follower], event: IngestE
             if followers.is_empty() {
                 engine.ingest_batch(batch, None);
             } else {
-                let mut forward = |flow: &skymap_proto::v1::Flow| {
+                let mut forward = |flow: &Flow| {
                     for follower in followers.iter_mut() {
                         follower.offer(flow);
                     }
@@ -261,6 +270,14 @@ fn handle_command(
             status.time_ns = status.time_ns.max(now_ns());
             status.watchers = u32::try_from(watchers.len() + followers.len()).unwrap_or(u32::MAX);
             let _ = reply.send(status);
+        }
+        Command::GetMetrics { reply } => {
+            let mut metrics = engine.metrics();
+            metrics.watchers = (watchers.len() + followers.len()) as u64;
+            let _ = reply.send(metrics);
+        }
+        Command::Explain { flow, reply } => {
+            let _ = reply.send(crate::explain::explain_flow(engine.metadata(), &flow));
         }
     }
 }

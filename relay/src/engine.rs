@@ -26,9 +26,11 @@ use skymap_proto::v1::{
 
 use crate::cpu::{self, CpuTable, Target};
 use crate::dedup::{Decision, IpKey, LocalIps, decide};
+use crate::explain::PolicyNamer;
 use crate::graph::{EdgeIx, Graph, NodeIx};
 use crate::history::{CompactFlow, History, Interner, strip};
 use crate::metadata::{EndpointInfo, EndpointKind, Metadata, WORKLOAD_NAME_LABELS};
+use crate::metrics::{FlowCounts, RelayMetrics};
 use crate::stats::{
     BUCKET_NS, DropFact, FlowFacts, L7Fact, RATE_1M_BUCKETS, RATE_BUCKETS, RateBucket, RateRing,
 };
@@ -229,6 +231,10 @@ pub struct Engine {
     rejected_unowned: u64,
     /// The probes' newest CPU sample per pod.
     cpu: CpuTable,
+    /// Accepted records by verdict and drops by reason, for `/metrics`.
+    flow_counts: FlowCounts,
+    /// Names the NetworkPolicies behind policy drops (`policy_reason`).
+    policy_namer: PolicyNamer,
 }
 
 impl Engine {
@@ -258,13 +264,21 @@ impl Engine {
             flows_total: 0,
             rejected_unowned: 0,
             cpu: CpuTable::default(),
+            flow_counts: FlowCounts::default(),
+            policy_namer: PolicyNamer::default(),
         }
+    }
+
+    /// The metadata flows are enriched with now.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
     }
 
     /// New metadata applies to flows from now on; the graphs keep their nodes.
     pub fn set_metadata(&mut self, metadata: Arc<Metadata>) {
         self.metadata = metadata;
         self.forget_resolutions();
+        self.policy_namer.clear();
     }
 
     fn forget_resolutions(&mut self) {
@@ -418,9 +432,10 @@ impl Engine {
             None => Arc::new(flow.node_name.clone()),
         };
         let flow_node = flow_node.unwrap_or(batch_node);
+        self.policy_namer.fill(&self.metadata, flow);
 
-        let source = self.endpoint(flow.source.as_ref(), &node_name);
-        let destination = self.endpoint(flow.destination.as_ref(), &node_name);
+        let source = self.endpoint(flow.source.as_ref(), &node_name, flow.time_ns);
+        let destination = self.endpoint(flow.destination.as_ref(), &node_name, flow.time_ns);
         let pending = self.prepare(flow, flow_node, source, destination);
 
         let compact = keep.then(|| {
@@ -429,6 +444,7 @@ impl Engine {
             CompactFlow::new(flow, source, destination, node_name, &mut self.interner)
         });
         self.flows_total += 1;
+        self.flow_counts.count(flow);
         let probe = &mut self.nodes[batch_node as usize];
         probe.flows_total += 1;
         let one = RateBucket {
@@ -440,8 +456,14 @@ impl Engine {
     }
 
     /// Resolves one side of a flow (see the module doc for the two paths):
-    /// its address and its slot in `self.resolved`.
-    fn endpoint(&mut self, endpoint: Option<&Endpoint>, flow_node: &str) -> (IpKey, u32) {
+    /// its address and its slot in `self.resolved`. Metadata is looked up as
+    /// of `time_ns`, the flow's time.
+    fn endpoint(
+        &mut self,
+        endpoint: Option<&Endpoint>,
+        flow_node: &str,
+        time_ns: i64,
+    ) -> (IpKey, u32) {
         let ip = endpoint
             .and_then(|e| IpKey::from_bytes(&e.ip))
             .unwrap_or_default();
@@ -449,18 +471,25 @@ impl Engine {
             if let Some(&slot) = self.by_ip.get(&ip) {
                 return (ip, slot);
             }
-            let template = ip
-                .to_ip()
-                .and_then(|addr| self.metadata.lookup(&addr))
-                .map(|info| template_from_info(info));
-            let template = template.and_then(|t| self.interner.endpoint(t));
-            let slot = self.resolve(template, ip);
-            self.by_ip.insert(ip, slot);
-            return (ip, slot);
+            // An address that changed hands lately has an owner per time, so
+            // it is not cached by address: the path below caches per owner.
+            let addr = ip.to_ip();
+            if !addr.is_some_and(|addr| self.metadata.changed_hands(&addr)) {
+                let template = addr
+                    .and_then(|addr| self.metadata.lookup(&addr))
+                    .map(|info| template_from_info(info));
+                let template = template.and_then(|t| self.interner.endpoint(t));
+                let slot = self.resolve(template, ip);
+                self.by_ip.insert(ip, slot);
+                return (ip, slot);
+            }
         }
 
         let mut template = endpoint.map(strip).unwrap_or_default();
-        if let Some(info) = ip.to_ip().and_then(|addr| self.metadata.lookup(&addr)) {
+        if let Some(info) = ip
+            .to_ip()
+            .and_then(|addr| self.metadata.lookup_at(&addr, time_ns))
+        {
             fill_empty(&mut template, template_from_info(info));
         }
         // A "host" endpoint without a node is the observing node's own stack.
@@ -975,6 +1004,11 @@ impl Engine {
 
     pub fn history_len(&self) -> usize {
         self.history.len()
+    }
+
+    /// The figures `/metrics` shows (see [`crate::metrics`]).
+    pub fn metrics(&self) -> RelayMetrics {
+        RelayMetrics::collect(&self.status(), &self.flow_counts, self.workload.edges())
     }
 }
 

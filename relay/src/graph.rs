@@ -129,6 +129,18 @@ impl Graph {
         self.graph.edge_weight(ix)
     }
 
+    /// Every edge with its source and destination nodes.
+    pub fn edges(&self) -> impl Iterator<Item = (&NodeData, &NodeData, &EdgeData)> {
+        self.graph.edge_indices().filter_map(|ix| {
+            let (source, destination) = self.graph.edge_endpoints(ix)?;
+            Some((
+                self.graph.node_weight(source)?,
+                self.graph.node_weight(destination)?,
+                self.graph.edge_weight(ix)?,
+            ))
+        })
+    }
+
     pub fn find_node(&self, id: &str) -> Option<NodeIx> {
         self.node_ids.get(id).copied()
     }

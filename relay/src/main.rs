@@ -6,7 +6,9 @@ use std::time::Duration;
 use clap::Parser;
 use color_eyre::eyre::{Result, WrapErr};
 use skymap_relay::engine::EngineConfig;
+use skymap_relay::kube::KubeOptions;
 use skymap_relay::server::{self, RelayConfig};
+use skymap_relay::tls::TlsConfig;
 
 /// Merges every node's flow stream into a live service graph and serves it
 /// over gRPC (skymap.v1.Ingest for probes, skymap.v1.Observer for clients).
@@ -21,6 +23,15 @@ struct Args {
     /// re-read when it changes.
     #[arg(long, value_name = "FILE")]
     metadata: Option<PathBuf>,
+
+    /// Watch the Kubernetes API for metadata: the in-cluster configuration
+    /// inside a pod, else the kubeconfig's current context. Instead of --metadata.
+    #[arg(long, conflicts_with = "metadata")]
+    kube: bool,
+
+    /// With --kube (implied): use this kubeconfig context.
+    #[arg(long, value_name = "NAME", conflicts_with = "metadata")]
+    kube_context: Option<String>,
 
     /// How often to check the metadata file for changes.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
@@ -51,6 +62,25 @@ struct Args {
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_message_bytes: usize,
 
+    /// Serve Prometheus metrics (GET /metrics) and GET /healthz over HTTP on
+    /// this address, e.g. 0.0.0.0:9965. Off unless given.
+    #[arg(long, value_name = "ADDR", env = "SKYMAP_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+
+    /// Serve gRPC over TLS with this PEM certificate chain (re-read when it
+    /// changes; new connections get the new one).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key (PKCS#8, RSA or EC) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: probes must present a client certificate signed by this
+    /// PEM CA to stream flows (the explorer needs none).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, default_value = "info", env = "SKYMAP_LOG")]
     log: String,
@@ -65,11 +95,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> Result<()> {
     color_eyre::install()?;
     let args = Args::parse();
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .wrap_err_with(|| format!("--log {:?} is not a valid filter", args.log))?;
+    // kube logs every failed request of the watchers' retries; the relay
+    // says once per kind what failed (and how to fix a forbidden one).
+    if !args.log.contains("kube") {
+        filter = filter
+            .add_directive("kube_runtime::watcher=error".parse()?)
+            .add_directive("kube_client::client::builder=off".parse()?);
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log)
-                .wrap_err_with(|| format!("--log {:?} is not a valid filter", args.log))?,
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
 
@@ -86,7 +122,12 @@ async fn main() -> Result<()> {
         },
         metadata_file: args.metadata.clone(),
         metadata_poll: args.metadata_poll,
+        kube: (args.kube || args.kube_context.is_some()).then(|| KubeOptions {
+            context: args.kube_context.clone(),
+        }),
         max_message_bytes: args.max_message_bytes,
+        metrics_listen: args.metrics_listen.clone(),
+        tls: tls_config(&args),
         ..Default::default()
     };
     let relay = match server::start(&args.listen, config).await {
@@ -99,8 +140,16 @@ async fn main() -> Result<()> {
         }
     };
     tracing::info!("skymap-relay serving on {}", relay.addr);
+    if let Some(metrics) = relay.metrics_addr {
+        tracing::info!("metrics on http://{metrics}/metrics");
+    }
     // Printed on stdout so scripts can wait for it.
-    println!("listening on http://{}", relay.addr);
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("listening on {scheme}://{}", relay.addr);
 
     relay
         .run_until(async {
@@ -111,6 +160,15 @@ async fn main() -> Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// The TLS flags (clap makes sure a certificate comes with its key).
+fn tls_config(args: &Args) -> Option<TlsConfig> {
+    let (cert, key) = (args.tls_cert.clone()?, args.tls_key.clone()?);
+    Some(TlsConfig {
+        client_ca: args.tls_client_ca.clone(),
+        ..TlsConfig::new(cert, key)
+    })
 }
 
 async fn shutdown_signal() -> Result<()> {

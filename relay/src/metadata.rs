@@ -1,10 +1,17 @@
-//! Kubernetes metadata: which pod, service or node an IP address belongs to.
+//! Kubernetes metadata: which pod, service or node an IP address belongs to,
+//! and the cluster as NetworkPolicy evaluation sees it.
 //!
-//! The relay learns it from a file in the shape
-//! `kubectl get pods,services,namespaces,nodes -A -o json` prints (a `List` of
-//! Pods, Services, Namespaces and Nodes; a single object or a `PodList` works
-//! too), and [`watch_file`] reloads it when the file changes. An item that does
-//! not parse as its kind is skipped with a [`MetadataWarning`]; the rest loads.
+//! Two sources feed the same code path ([`Objects`] → [`Metadata::from_objects`]):
+//! a file in the shape `kubectl get pods,services,namespaces,nodes,endpointslices,networkpolicies -A -o json`
+//! prints (a `List`; a single object or a `PodList` works too), which
+//! [`watch_file`] reloads when it changes, and the Kubernetes API
+//! ([`crate::kube`]). An item that does not parse as its kind is skipped with
+//! a [`MetadataWarning`]; the rest loads.
+//!
+//! Addresses change hands: a pod's IP can go to a new pod while flows of the
+//! old one are still on their way. [`Metadata::inherit`] keeps the owners that
+//! lost an address within [`OWNER_GRACE`], with the time they held it, and
+//! [`Metadata::lookup_at`] answers by a flow's time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -15,9 +22,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use skymap_policy::{self as policy, Cluster};
 use tokio::sync::watch;
+
+use crate::aggregator::now_ns;
 
 /// Labels that name a pod's workload when no owner does, most specific first.
 pub const WORKLOAD_NAME_LABELS: [&str; 3] = ["app.kubernetes.io/name", "app", "k8s-app"];
@@ -59,14 +72,32 @@ pub struct EndpointInfo {
     pub services: Vec<String>,
 }
 
+/// How long an address's previous owners are remembered: longer than flows
+/// take to reach the relay, short enough that reused addresses are few.
+pub const OWNER_GRACE: Duration = Duration::from_secs(5 * 60);
+
+/// An owner that held an address during `[from_ns, until_ns)` (unix ns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PastOwner {
+    info: Arc<EndpointInfo>,
+    from_ns: i64,
+    until_ns: i64,
+}
+
 /// A consistent picture of the cluster's addresses.
 #[derive(Debug, Clone, Default)]
 pub struct Metadata {
     endpoints: HashMap<IpAddr, Arc<EndpointInfo>>,
+    /// When each current owner got its address (unix ns), where known.
+    since: HashMap<IpAddr, i64>,
+    /// Owners that lost an address within [`OWNER_GRACE`], oldest first.
+    past: HashMap<IpAddr, Vec<PastOwner>>,
     /// Pods by their UID, which is how a pod's cgroup names it.
     pods_by_uid: HashMap<String, Arc<EndpointInfo>>,
     /// Namespace name → its labels ("key=value", sorted).
     namespaces: HashMap<String, Vec<String>>,
+    network_policies: Vec<NetworkPolicy>,
+    policy_cluster: Cluster,
 }
 
 impl Metadata {
@@ -74,12 +105,43 @@ impl Metadata {
         Self::default()
     }
 
+    /// The address's current owner.
     pub fn lookup(&self, ip: &IpAddr) -> Option<&Arc<EndpointInfo>> {
         self.endpoints.get(ip)
     }
 
+    /// The owner of the address at `time_ns` (unix ns): a previous owner
+    /// whose time with it covers `time_ns`, else the current owner.
+    pub fn lookup_at(&self, ip: &IpAddr, time_ns: i64) -> Option<&Arc<EndpointInfo>> {
+        let past = self.past.get(ip).and_then(|owners| {
+            owners
+                .iter()
+                .rev()
+                .find(|o| o.from_ns <= time_ns && time_ns < o.until_ns)
+        });
+        match past {
+            Some(owner) => Some(&owner.info),
+            None => self.endpoints.get(ip),
+        }
+    }
+
+    /// Whether the address had another owner within [`OWNER_GRACE`], so that
+    /// [`Metadata::lookup_at`] depends on the time.
+    pub fn changed_hands(&self, ip: &IpAddr) -> bool {
+        self.past.contains_key(ip)
+    }
+
+    /// Gives the address to `info`, since a time not known.
     pub fn insert(&mut self, ip: IpAddr, info: EndpointInfo) {
         self.endpoints.insert(ip, Arc::new(info));
+        self.since.remove(&ip);
+    }
+
+    /// Like [`Metadata::insert`], for an owner that got the address at
+    /// `since_ns` (unix ns).
+    pub fn insert_since(&mut self, ip: IpAddr, info: EndpointInfo, since_ns: i64) {
+        self.insert(ip, info);
+        self.since.insert(ip, since_ns);
     }
 
     /// The pod with this UID (`metadata.uid`), if it has an address.
@@ -103,6 +165,16 @@ impl Metadata {
         self.namespaces.keys().map(String::as_str)
     }
 
+    /// Every NetworkPolicy, sorted by namespace and name.
+    pub fn network_policies(&self) -> &[NetworkPolicy] {
+        &self.network_policies
+    }
+
+    /// Nodes, namespaces and pods (IPv4 only) as policy evaluation sees them.
+    pub fn policy_cluster(&self) -> &Cluster {
+        &self.policy_cluster
+    }
+
     pub fn len(&self) -> usize {
         self.endpoints.len()
     }
@@ -110,6 +182,63 @@ impl Metadata {
     pub fn is_empty(&self) -> bool {
         self.endpoints.is_empty()
     }
+
+    /// Carries over, from the metadata this one replaces, the owners that
+    /// lost their address at `now_ns` (unix ns) or within [`OWNER_GRACE`]
+    /// before it. An owner's time with an address ends at `now_ns`, or when
+    /// its successor got it if that was earlier.
+    pub fn inherit(&mut self, previous: &Metadata, now_ns: i64) {
+        let grace = i64::try_from(OWNER_GRACE.as_nanos()).unwrap_or(i64::MAX);
+        let horizon = now_ns.saturating_sub(grace);
+        for (ip, owners) in &previous.past {
+            let fresh = owners.iter().filter(|o| o.until_ns > horizon).cloned();
+            self.past.entry(*ip).or_default().extend(fresh);
+        }
+        for (ip, old) in &previous.endpoints {
+            if self
+                .endpoints
+                .get(ip)
+                .is_some_and(|new| same_owner(new, old))
+            {
+                continue;
+            }
+            self.past.entry(*ip).or_default().push(PastOwner {
+                info: old.clone(),
+                from_ns: previous.since.get(ip).copied().unwrap_or(i64::MIN),
+                until_ns: now_ns,
+            });
+        }
+        for (ip, owners) in &mut self.past {
+            let successor = self
+                .since
+                .get(ip)
+                .filter(|_| self.endpoints.contains_key(ip));
+            if let Some(&start) = successor {
+                for owner in owners.iter_mut().filter(|o| o.from_ns < start) {
+                    owner.until_ns = owner.until_ns.min(start);
+                }
+            }
+            owners.retain(|o| o.until_ns > horizon && o.from_ns < o.until_ns);
+            owners.sort_by_key(|o| o.until_ns);
+        }
+        self.past.retain(|_, owners| !owners.is_empty());
+    }
+
+    /// When the earliest remembered previous owner is forgotten (unix ns),
+    /// so a source can rebuild then.
+    pub fn next_expiry_ns(&self) -> Option<i64> {
+        let grace = i64::try_from(OWNER_GRACE.as_nanos()).unwrap_or(i64::MAX);
+        self.past
+            .values()
+            .flatten()
+            .map(|o| o.until_ns.saturating_add(grace))
+            .min()
+    }
+}
+
+/// The same pod, service or node (its details may have changed).
+fn same_owner(a: &EndpointInfo, b: &EndpointInfo) -> bool {
+    a.kind == b.kind && a.namespace == b.namespace && a.name == b.name
 }
 
 /// Why a metadata file could not be used at all.
@@ -130,7 +259,7 @@ pub enum MetadataError {
     },
     #[error(
         "{path}: not a Kubernetes list or object ({found}); expected the output of \
-         `kubectl get pods,services,namespaces,nodes -A -o json`"
+         `kubectl get pods,services,namespaces,nodes,endpointslices,networkpolicies -A -o json`"
     )]
     NotAList { path: String, found: String },
 }
@@ -219,7 +348,7 @@ fn list_items(root: Value) -> Result<(Vec<Value>, Option<String>), String> {
         }
         Some(other) => Err(format!("\"items\" is {}", json_type(&other))),
         None => match kind.as_deref() {
-            Some("Pod" | "Service" | "Namespace" | "Node") => {
+            Some("Pod" | "Service" | "Namespace" | "Node" | "EndpointSlice" | "NetworkPolicy") => {
                 Ok((vec![Value::Object(object)], None))
             }
             Some(kind) => Err(format!("kind {kind:?} without \"items\"")),
@@ -239,13 +368,69 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-/// The typed objects of a file, before they are joined up.
-#[derive(Default)]
-struct Objects {
-    pods: Vec<(usize, Pod)>,
-    services: Vec<(usize, Service)>,
-    namespaces: Vec<(usize, Namespace)>,
-    nodes: Vec<(usize, Node)>,
+/// Typed objects from a file or the API, before they are joined up. Each
+/// carries its index in the file's `items`, which warnings name; objects
+/// added with [`Objects::add`] are numbered in order.
+#[derive(Debug, Default, Clone)]
+pub struct Objects {
+    pods: Vec<(usize, Arc<Pod>)>,
+    services: Vec<(usize, Arc<Service>)>,
+    namespaces: Vec<(usize, Arc<Namespace>)>,
+    nodes: Vec<(usize, Arc<Node>)>,
+    endpoint_slices: Vec<(usize, Arc<EndpointSlice>)>,
+    network_policies: Vec<(usize, Arc<NetworkPolicy>)>,
+}
+
+/// A kind of object that [`Objects`] holds.
+pub trait Listed: DeserializeOwned + Sized {
+    #[doc(hidden)]
+    fn list(objects: &mut Objects) -> &mut Vec<(usize, Arc<Self>)>;
+}
+
+macro_rules! listed {
+    ($($kind:ty => $field:ident),* $(,)?) => {$(
+        impl Listed for $kind {
+            fn list(objects: &mut Objects) -> &mut Vec<(usize, Arc<Self>)> {
+                &mut objects.$field
+            }
+        }
+    )*};
+}
+
+listed! {
+    Pod => pods,
+    Service => services,
+    Namespace => namespaces,
+    Node => nodes,
+    EndpointSlice => endpoint_slices,
+    NetworkPolicy => network_policies,
+}
+
+impl Objects {
+    /// Adds objects of one kind, e.g. a reflector store's state.
+    pub fn add<K: Listed>(&mut self, objects: impl IntoIterator<Item = Arc<K>>) -> &mut Self {
+        let list = K::list(self);
+        let start = list.len();
+        list.extend(objects.into_iter().enumerate().map(|(i, o)| (start + i, o)));
+        self
+    }
+
+    /// Parses item `index` of a file as a `K`; Err is serde's message.
+    fn parse<K: Listed>(&mut self, index: usize, item: Value) -> Result<(), String> {
+        let object = serde_json::from_value(item).map_err(|e| e.to_string())?;
+        K::list(self).push((index, Arc::new(object)));
+        Ok(())
+    }
+}
+
+impl Metadata {
+    /// Joins typed objects up; the warnings name objects whose addresses
+    /// do not parse.
+    pub fn from_objects(objects: &Objects) -> (Metadata, Vec<MetadataWarning>) {
+        let mut warnings = Vec::new();
+        let metadata = join(objects, &mut warnings);
+        (metadata, warnings)
+    }
 }
 
 fn build(items: Vec<Value>, hint: Option<&str>) -> (Metadata, Vec<MetadataWarning>) {
@@ -258,35 +443,25 @@ fn build(items: Vec<Value>, hint: Option<&str>) -> (Metadata, Vec<MetadataWarnin
             .or(hint)
             .map(str::to_string);
         let what = describe(&item, kind.as_deref());
-        let mut warn = |message: String| {
+        let parsed = match kind.as_deref() {
+            Some("Pod") => objects.parse::<Pod>(index, item),
+            Some("Service") => objects.parse::<Service>(index, item),
+            Some("Namespace") => objects.parse::<Namespace>(index, item),
+            Some("Node") => objects.parse::<Node>(index, item),
+            Some("EndpointSlice") => objects.parse::<EndpointSlice>(index, item),
+            Some("NetworkPolicy") => objects.parse::<NetworkPolicy>(index, item),
+            // Other kinds (Deployments, ConfigMaps, ...) carry no addresses.
+            Some(_) => Ok(()),
+            None => Err("no \"kind\"".to_string()),
+        };
+        if let Err(message) = parsed {
             warnings.push(MetadataWarning {
                 item: index,
                 message: format!("({what}): {message}"),
-            })
-        };
-        match kind.as_deref() {
-            Some("Pod") => match serde_json::from_value(item) {
-                Ok(pod) => objects.pods.push((index, pod)),
-                Err(e) => warn(e.to_string()),
-            },
-            Some("Service") => match serde_json::from_value(item) {
-                Ok(service) => objects.services.push((index, service)),
-                Err(e) => warn(e.to_string()),
-            },
-            Some("Namespace") => match serde_json::from_value(item) {
-                Ok(namespace) => objects.namespaces.push((index, namespace)),
-                Err(e) => warn(e.to_string()),
-            },
-            Some("Node") => match serde_json::from_value(item) {
-                Ok(node) => objects.nodes.push((index, node)),
-                Err(e) => warn(e.to_string()),
-            },
-            // Other kinds (Deployments, ConfigMaps, ...) carry no addresses.
-            Some(_) => {}
-            None => warn("no \"kind\"".to_string()),
+            });
         }
     }
-    let metadata = join(objects, &mut warnings);
+    let metadata = join(&objects, &mut warnings);
     (metadata, warnings)
 }
 
@@ -314,11 +489,79 @@ fn labels_of(meta: &ObjectMeta) -> Vec<String> {
         .collect()
 }
 
+/// A Kubernetes time as unix ns.
+fn unix_ns(time: &Time) -> i64 {
+    i64::try_from(time.0.as_nanosecond()).unwrap_or(i64::MAX)
+}
+
+/// When an object came to be (`creationTimestamp`), as unix ns.
+fn created_ns(meta: &ObjectMeta) -> Option<i64> {
+    meta.creation_timestamp.as_ref().map(unix_ns)
+}
+
 /// A service's `spec.selector`.
 type Selector = BTreeMap<String, String>;
 
-fn join(objects: Objects, warnings: &mut Vec<MetadataWarning>) -> Metadata {
+/// The label an EndpointSlice names its service with.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What EndpointSlices say about the pods behind services, keyed by namespace.
+#[derive(Default)]
+struct SliceMembers<'a> {
+    /// (namespace, pod name) → services it backs.
+    by_pod: HashMap<(&'a str, &'a str), Vec<&'a str>>,
+    /// (namespace, address) → services, for endpoints that name no pod.
+    by_ip: HashMap<(&'a str, IpAddr), Vec<&'a str>>,
+    /// (namespace, pod name) → its addresses, for pods whose status has none yet.
+    addresses: HashMap<(&'a str, &'a str), Vec<&'a String>>,
+}
+
+impl<'a> SliceMembers<'a> {
+    fn new(slices: &'a [(usize, Arc<EndpointSlice>)]) -> Self {
+        let mut members = SliceMembers::default();
+        for (_, slice) in slices {
+            let (Some(namespace), Some(service)) = (
+                slice.metadata.namespace.as_deref(),
+                slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL)),
+            ) else {
+                continue;
+            };
+            for endpoint in slice.endpoints.iter().flatten() {
+                let pod = endpoint
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind.as_deref() == Some("Pod"))
+                    .and_then(|r| r.name.as_deref());
+                if let Some(pod) = pod {
+                    let key = (namespace, pod);
+                    members.by_pod.entry(key).or_default().push(service);
+                    members
+                        .addresses
+                        .entry(key)
+                        .or_default()
+                        .extend(&endpoint.addresses);
+                    continue;
+                }
+                for ip in endpoint.addresses.iter().filter_map(|a| a.parse().ok()) {
+                    members
+                        .by_ip
+                        .entry((namespace, ip))
+                        .or_default()
+                        .push(service);
+                }
+            }
+        }
+        members
+    }
+}
+
+fn join(objects: &Objects, warnings: &mut Vec<MetadataWarning>) -> Metadata {
     let mut md = Metadata::empty();
+    let mut cluster = Cluster::default();
     let mut bad_address = |item: usize, what: String, field: &str, value: &str| {
         warnings.push(MetadataWarning {
             item,
@@ -329,12 +572,20 @@ fn join(objects: Objects, warnings: &mut Vec<MetadataWarning>) -> Metadata {
     for (_, namespace) in &objects.namespaces {
         if let Some(name) = &namespace.metadata.name {
             md.set_namespace(name.clone(), labels_of(&namespace.metadata));
+            cluster.namespaces.push(policy::Namespace {
+                name: name.clone(),
+                labels: namespace.metadata.labels.clone().unwrap_or_default(),
+            });
         }
     }
 
     for (index, node) in &objects.nodes {
         let Some(name) = &node.metadata.name else {
             continue;
+        };
+        let mut policy_node = policy::Node {
+            name: name.clone(),
+            addresses: Vec::new(),
         };
         let addresses = node
             .status
@@ -353,19 +604,21 @@ fn join(objects: Objects, warnings: &mut Vec<MetadataWarning>) -> Metadata {
                 );
                 continue;
             };
-            md.insert(
-                ip,
-                EndpointInfo {
-                    kind: EndpointKind::Host,
-                    namespace: String::new(),
-                    name: name.clone(),
-                    labels: labels_of(&node.metadata),
-                    workload: None,
-                    node_name: name.clone(),
-                    services: Vec::new(),
-                },
-            );
+            if let IpAddr::V4(v4) = ip {
+                policy_node.addresses.push(v4);
+            }
+            let info = EndpointInfo {
+                kind: EndpointKind::Host,
+                namespace: String::new(),
+                name: name.clone(),
+                labels: labels_of(&node.metadata),
+                workload: None,
+                node_name: name.clone(),
+                services: Vec::new(),
+            };
+            insert_owner(&mut md, ip, info, created_ns(&node.metadata));
         }
+        cluster.nodes.push(policy_node);
     }
 
     // Selectors per namespace, for matching pods below.
@@ -400,22 +653,32 @@ fn join(objects: Objects, warnings: &mut Vec<MetadataWarning>) -> Metadata {
                 );
                 continue;
             };
-            md.insert(
-                ip,
-                EndpointInfo {
-                    kind: EndpointKind::Service,
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    labels: labels_of(&service.metadata),
-                    workload: None,
-                    node_name: String::new(),
-                    services: Vec::new(),
-                },
-            );
+            let info = EndpointInfo {
+                kind: EndpointKind::Service,
+                namespace: namespace.clone(),
+                name: name.clone(),
+                labels: labels_of(&service.metadata),
+                workload: None,
+                node_name: String::new(),
+                services: Vec::new(),
+            };
+            insert_owner(&mut md, ip, info, created_ns(&service.metadata));
         }
     }
 
-    for (index, pod) in &objects.pods {
+    let slices = SliceMembers::new(&objects.endpoint_slices);
+    // Oldest first, so that of two pods listed with one address the newer
+    // one owns it, whatever order the source listed them in.
+    let mut pods: Vec<&(usize, Arc<Pod>)> = objects.pods.iter().collect();
+    pods.sort_by_cached_key(|(_, pod)| {
+        let meta = &pod.metadata;
+        (
+            pod_started_ns(pod),
+            meta.namespace.clone(),
+            meta.name.clone(),
+        )
+    });
+    for (index, pod) in pods {
         let Some(name) = &pod.metadata.name else {
             continue;
         };
@@ -432,42 +695,22 @@ fn join(objects: Objects, warnings: &mut Vec<MetadataWarning>) -> Metadata {
         if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
             continue;
         }
-        let ips: Vec<&String> = match status.and_then(|s| s.pod_ips.as_ref()) {
+        let pod_key = (namespace.as_str(), name.as_str());
+        let mut ips: Vec<&String> = match status.and_then(|s| s.pod_ips.as_ref()) {
             Some(ips) if !ips.is_empty() => ips.iter().map(|p| &p.ip).collect(),
             _ => status.and_then(|s| s.pod_ip.as_ref()).into_iter().collect(),
         };
         if ips.is_empty() {
+            // The endpoints controller may have seen the address first.
+            ips = slices.addresses.get(&pod_key).cloned().unwrap_or_default();
+        }
+        if ips.is_empty() {
             continue;
         }
-        let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
-        let mut services: Vec<String> = selectors
-            .get(namespace.as_str())
-            .into_iter()
-            .flatten()
-            .filter(|(_, selector)| selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)))
-            .map(|(service, _)| (*service).to_string())
-            .collect();
-        services.sort();
-        services.dedup();
-        let info = EndpointInfo {
-            kind: EndpointKind::Pod,
-            namespace: namespace.clone(),
-            name: name.clone(),
-            labels: labels_of(&pod.metadata),
-            workload: Some(workload_of(pod, name, &pod_labels)),
-            node_name: pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .unwrap_or_default(),
-            services,
-        };
-        if let Some(uid) = pod.metadata.uid.clone().filter(|uid| !uid.is_empty()) {
-            md.insert_pod_uid(uid, info.clone());
-        }
+        let mut parsed = Vec::with_capacity(ips.len());
         for text in ips {
             match text.parse::<IpAddr>() {
-                Ok(ip) => md.insert(ip, info.clone()),
+                Ok(ip) => parsed.push(ip),
                 Err(_) => bad_address(
                     *index,
                     format!("Pod {namespace}/{name}"),
@@ -476,8 +719,118 @@ fn join(objects: Objects, warnings: &mut Vec<MetadataWarning>) -> Metadata {
                 ),
             }
         }
+        let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
+        let by_selector = selectors
+            .get(namespace.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|(_, selector)| selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)))
+            .map(|(service, _)| *service);
+        let by_slice = slices.by_pod.get(&pod_key).into_iter().flatten().copied();
+        let by_slice_ip = parsed
+            .iter()
+            .filter_map(|ip| slices.by_ip.get(&(namespace.as_str(), *ip)))
+            .flatten()
+            .copied();
+        let mut services: Vec<String> = by_selector
+            .chain(by_slice)
+            .chain(by_slice_ip)
+            .map(str::to_string)
+            .collect();
+        services.sort();
+        services.dedup();
+        let node_name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let info = EndpointInfo {
+            kind: EndpointKind::Pod,
+            namespace: namespace.clone(),
+            name: name.clone(),
+            labels: labels_of(&pod.metadata),
+            workload: Some(workload_of(pod, name, &pod_labels)),
+            node_name: node_name.clone(),
+            services,
+        };
+        if let Some(uid) = pod.metadata.uid.clone().filter(|uid| !uid.is_empty()) {
+            md.insert_pod_uid(uid, info.clone());
+        }
+        let ipv4 = parsed.iter().find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        });
+        if let Some(ip) = ipv4 {
+            cluster.pods.push(policy::Pod {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                labels: pod_labels,
+                ip,
+                node: node_name,
+                ports: named_ports(pod),
+            });
+        }
+        let since = pod_started_ns(pod);
+        for ip in parsed {
+            insert_owner(&mut md, ip, info.clone(), since);
+        }
     }
+
+    let mut policies: Vec<NetworkPolicy> = objects
+        .network_policies
+        .iter()
+        .map(|(_, policy)| NetworkPolicy::clone(policy))
+        .collect();
+    policies.sort_by(|a, b| {
+        let key = |p: &NetworkPolicy| (p.metadata.namespace.clone(), p.metadata.name.clone());
+        key(a).cmp(&key(b))
+    });
+    md.network_policies = policies;
+
+    cluster.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    cluster.namespaces.sort_by(|a, b| a.name.cmp(&b.name));
+    cluster
+        .pods
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    md.policy_cluster = cluster;
     md
+}
+
+fn insert_owner(md: &mut Metadata, ip: IpAddr, info: EndpointInfo, since_ns: Option<i64>) {
+    match since_ns {
+        Some(since) => md.insert_since(ip, info, since),
+        None => md.insert(ip, info),
+    }
+}
+
+/// When a pod started (`status.startTime`, else `creationTimestamp`), as unix ns.
+fn pod_started_ns(pod: &Pod) -> Option<i64> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(unix_ns)
+        .or_else(|| created_ns(&pod.metadata))
+}
+
+/// The pod's named container ports, which named policy ports refer to.
+/// SCTP ports are left out: policy evaluation has no SCTP.
+fn named_ports(pod: &Pod) -> Vec<policy::ContainerPort> {
+    let containers = pod.spec.iter().flat_map(|s| &s.containers);
+    containers
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|port| {
+            let protocol = match port.protocol.as_deref() {
+                None | Some("TCP") => policy::Protocol::Tcp,
+                Some("UDP") => policy::Protocol::Udp,
+                Some(_) => return None,
+            };
+            Some(policy::ContainerPort {
+                name: port.name.clone().filter(|n| !n.is_empty())?,
+                port: u16::try_from(port.container_port).ok()?,
+                protocol,
+            })
+        })
+        .collect()
 }
 
 /// The workload a pod belongs to: its controller (a Deployment seen through
@@ -521,7 +874,8 @@ fn workload_of(pod: &Pod, name: &str, labels: &BTreeMap<String, String>) -> Work
 /// sends a new `Arc<Metadata>` on `tx` when it changed and parses. A parse
 /// error is logged with `tracing::warn!` (naming file, line and column) and the
 /// previous metadata stays. The file as it is at the first poll is taken to be
-/// what the caller already loaded. Returns when `tx` is closed.
+/// what the caller already loaded. Each new metadata inherits the addresses'
+/// previous owners from the last one sent. Returns when `tx` is closed.
 pub async fn watch_file(path: PathBuf, interval: Duration, tx: watch::Sender<Arc<Metadata>>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -540,10 +894,11 @@ pub async fn watch_file(path: PathBuf, interval: Duration, tx: watch::Sender<Arc
         .await;
         let Ok((back, fresh)) = polled else { return };
         watcher = back;
-        if let Some(metadata) = fresh
-            && tx.send(Arc::new(metadata)).is_err()
-        {
-            return;
+        if let Some(mut metadata) = fresh {
+            metadata.inherit(&tx.borrow(), now_ns());
+            if tx.send(Arc::new(metadata)).is_err() {
+                return;
+            }
         }
     }
 }
@@ -874,6 +1229,112 @@ mod tests {
         assert_eq!(md.len(), 2);
         assert_eq!(at(&md, "fd00::9").kind, EndpointKind::Host);
         assert_eq!(at(&md, "203.0.113.9").node_name, "n2");
+    }
+
+    #[test]
+    fn a_file_with_endpoint_slices_and_policies() {
+        let text = r#"{"kind":"List","items":[
+            {"kind":"Namespace","metadata":{"name":"shop","labels":{"team":"pay"}}},
+            {"kind":"Node","metadata":{"name":"n1"},"status":{"addresses":[{"type":"InternalIP","address":"172.18.0.2"}]}},
+            {"kind":"Pod","metadata":{"name":"db-0","namespace":"shop","labels":{"app":"db"}},
+             "spec":{"nodeName":"n1","containers":[{"name":"db","ports":[{"name":"sql","containerPort":5432}]}]},
+             "status":{"podIP":"10.1.0.7"}},
+            {"kind":"Service","metadata":{"name":"legacy","namespace":"shop"},"spec":{"clusterIP":"10.96.0.9"}},
+            {"kind":"EndpointSlice","metadata":{"name":"legacy-1","namespace":"shop","labels":{"kubernetes.io/service-name":"legacy"}},
+             "addressType":"IPv4","endpoints":[{"addresses":["10.1.0.7"],"targetRef":{"kind":"Pod","name":"db-0"}}]},
+            {"kind":"NetworkPolicy","metadata":{"name":"b","namespace":"shop"},"spec":{"podSelector":{}}},
+            {"kind":"NetworkPolicy","metadata":{"name":"a","namespace":"shop"},"spec":{"podSelector":{"matchLabels":{"app":"db"}}}}
+        ]}"#;
+        let (md, warnings) = Metadata::from_json_str(text, "cluster.json").expect("loads");
+        assert_eq!(warnings, []);
+        assert_eq!(at(&md, "10.1.0.7").services, ["legacy"]);
+        let names: Vec<_> = md
+            .network_policies()
+            .iter()
+            .map(|p| p.metadata.name.as_deref())
+            .collect();
+        assert_eq!(names, [Some("a"), Some("b")]);
+        let cluster = md.policy_cluster();
+        assert_eq!(
+            cluster.nodes,
+            [policy::Node {
+                name: "n1".into(),
+                addresses: vec![std::net::Ipv4Addr::new(172, 18, 0, 2)],
+            }]
+        );
+        assert_eq!(
+            cluster.namespaces,
+            [policy::Namespace {
+                name: "shop".into(),
+                labels: [("team".to_string(), "pay".to_string())].into(),
+            }]
+        );
+        assert_eq!(
+            cluster.pods,
+            [policy::Pod {
+                namespace: "shop".into(),
+                name: "db-0".into(),
+                labels: [("app".to_string(), "db".to_string())].into(),
+                ip: std::net::Ipv4Addr::new(10, 1, 0, 7),
+                node: "n1".into(),
+                ports: vec![policy::ContainerPort {
+                    name: "sql".into(),
+                    port: 5432,
+                    protocol: policy::Protocol::Tcp,
+                }],
+            }]
+        );
+
+        let one =
+            r#"{"kind":"NetworkPolicy","metadata":{"name":"x","namespace":"shop"},"spec":{}}"#;
+        let (md, _) = Metadata::from_json_str(one, "np.json").expect("one policy");
+        assert_eq!(md.network_policies().len(), 1);
+    }
+
+    fn pod_info(name: &str, labels: &[&str]) -> EndpointInfo {
+        EndpointInfo {
+            kind: EndpointKind::Pod,
+            namespace: "shop".into(),
+            name: name.into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            workload: None,
+            node_name: String::new(),
+            services: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn previous_owners_end_where_their_successors_start() {
+        const S: i64 = 1_000_000_000;
+        let ip: IpAddr = "10.1.0.5".parse().expect("address");
+        let name_at = |md: &Metadata, t: i64| md.lookup_at(&ip, t).map(|i| i.name.clone());
+
+        let mut first = Metadata::empty();
+        first.insert_since(ip, pod_info("a", &["v=1"]), 100 * S);
+        // Relabelled: the same pod, so nothing changed hands.
+        let mut relabelled = Metadata::empty();
+        relabelled.insert_since(ip, pod_info("a", &["v=2"]), 100 * S);
+        relabelled.inherit(&first, 150 * S);
+        assert!(!relabelled.changed_hands(&ip));
+
+        // b took the address at 190 s; the relay noticed at 200 s.
+        let mut second = Metadata::empty();
+        second.insert_since(ip, pod_info("b", &[]), 190 * S);
+        second.inherit(&relabelled, 200 * S);
+        assert_eq!(name_at(&second, 99 * S).as_deref(), Some("b"));
+        assert_eq!(name_at(&second, 100 * S).as_deref(), Some("a"));
+        assert_eq!(name_at(&second, 190 * S - 1).as_deref(), Some("a"));
+        assert_eq!(name_at(&second, 190 * S).as_deref(), Some("b"));
+
+        // Then c, at 300 s, seen at once: a and b both stay remembered.
+        let mut third = Metadata::empty();
+        third.insert_since(ip, pod_info("c", &[]), 300 * S);
+        third.inherit(&second, 300 * S);
+        assert_eq!(name_at(&third, 150 * S).as_deref(), Some("a"));
+        assert_eq!(name_at(&third, 250 * S).as_deref(), Some("b"));
+        assert_eq!(name_at(&third, 301 * S).as_deref(), Some("c"));
+        let grace = i64::try_from(OWNER_GRACE.as_nanos()).expect("grace");
+        assert_eq!(third.next_expiry_ns(), Some(190 * S + grace));
     }
 
     fn scratch_dir() -> PathBuf {

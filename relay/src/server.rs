@@ -16,9 +16,9 @@ use skymap_proto::filter::FlowFilterSet;
 use skymap_proto::v1::ingest_server::{Ingest, IngestServer};
 use skymap_proto::v1::observer_server::{Observer, ObserverServer};
 use skymap_proto::v1::{
-    FILE_DESCRIPTOR_SET, FlowBatch, GetFlowsRequest, GetFlowsResponse, GetGraphRequest,
-    GraphUpdate, IngestSummary, StatusRequest, StatusResponse, WatchGraphRequest, Zoom,
-    get_flows_response,
+    ExplainRequest, Explanation, FILE_DESCRIPTOR_SET, FlowBatch, GetFlowsRequest, GetFlowsResponse,
+    GetGraphRequest, GraphUpdate, IngestSummary, StatusRequest, StatusResponse, WatchGraphRequest,
+    Zoom, get_flows_response,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -27,7 +27,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::aggregator::{self, AggregatorConfig, Command, IngestEvent, WATCHER_BUFFER};
 use crate::engine::{Engine, EngineConfig};
+use crate::kube::{self, KubeOptions, KubeStatus};
 use crate::metadata::{self, Metadata};
+use crate::tls::{self, ServerTls, TlsConfig, TlsStatus};
 
 /// Everything `skymap-relay` can be told.
 #[derive(Debug, Clone)]
@@ -37,10 +39,18 @@ pub struct RelayConfig {
     /// Kubernetes metadata file, re-read when it changes.
     pub metadata_file: Option<PathBuf>,
     pub metadata_poll: Duration,
+    /// Watch the Kubernetes API for metadata instead of a file.
+    pub kube: Option<KubeOptions>,
+    /// Fixed metadata when neither a file nor the API gives any (the demo's).
+    pub metadata: Option<Arc<Metadata>>,
     /// Largest gRPC message accepted (a probe batch), in bytes.
     pub max_message_bytes: usize,
     /// Batches waiting for the aggregator before ingest pushes back on probes.
     pub ingest_queue: usize,
+    /// Serve gRPC over TLS (and mutual TLS for probes); plain when `None`.
+    pub tls: Option<TlsConfig>,
+    /// Serve Prometheus `/metrics` and `/healthz` over HTTP here.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for RelayConfig {
@@ -50,8 +60,12 @@ impl Default for RelayConfig {
             aggregator: AggregatorConfig::default(),
             metadata_file: None,
             metadata_poll: Duration::from_secs(2),
+            kube: None,
+            metadata: None,
             max_message_bytes: 16 * 1024 * 1024,
             ingest_queue: 1024,
+            tls: None,
+            metrics_listen: None,
         }
     }
 }
@@ -73,6 +87,14 @@ pub enum StartError {
     Transport(#[from] tonic::transport::Error),
     #[error("server task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Kube(#[from] kube::KubeError),
+    #[error("--metadata and --kube are two sources of the same metadata: give one")]
+    TwoMetadataSources,
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Metrics(#[from] skymap_proto::metrics::MetricsError),
 }
 
 /// A relay running in this process (the `skymap-relay` binary, `skymap demo`,
@@ -80,16 +102,30 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct RelayHandle {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when asked for.
+    pub metrics_addr: Option<SocketAddr>,
     /// Turning it true stops the aggregator (ending every client stream), the
     /// ingest handlers, and then the server.
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), StartError>>,
+    tls: Option<watch::Receiver<TlsStatus>>,
+    kube: Option<watch::Receiver<KubeStatus>>,
 }
 
 /// How long a shutdown waits for connections to wind down before it cuts them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 impl RelayHandle {
+    /// How each watched Kubernetes kind is doing, with `--kube`.
+    pub fn kube_status(&self) -> Option<watch::Receiver<KubeStatus>> {
+        self.kube.clone()
+    }
+
+    /// How certificate reloading is going, when serving TLS.
+    pub fn tls_status(&self) -> Option<watch::Receiver<TlsStatus>> {
+        self.tls.clone()
+    }
+
     /// Stops serving and waits until the server has finished.
     pub async fn shutdown(mut self) -> Result<(), StartError> {
         self.stop.send_replace(true);
@@ -141,6 +177,19 @@ pub async fn start_on(
         source,
     })?;
 
+    // The API's metadata arrives in the background: serving starts while
+    // the first listing is in flight.
+    let kube_source = match &config.kube {
+        Some(_) if config.metadata_file.is_some() => return Err(StartError::TwoMetadataSources),
+        Some(options) => {
+            let source = kube::spawn(kube::client(options).await?);
+            tracing::info!("metadata: watching the Kubernetes API");
+            Some(source)
+        }
+        None => None,
+    };
+    let kube_status = kube_source.as_ref().map(|source| source.status.clone());
+
     // Load the metadata before serving, so a broken file stops the start
     // with its error instead of a relay that silently knows nothing.
     let metadata_rx = match &config.metadata_file {
@@ -154,17 +203,30 @@ pub async fn start_on(
             tokio::spawn(metadata::watch_file(path.clone(), config.metadata_poll, tx));
             Some(rx)
         }
-        None => None,
+        None => kube_source.map(|source| source.metadata),
     };
     let initial = metadata_rx
         .as_ref()
         .map(|rx| rx.borrow().clone())
+        .or_else(|| config.metadata.clone())
         .unwrap_or_else(|| Arc::new(Metadata::empty()));
 
     let engine = Engine::new(config.engine.clone(), initial);
     let (ingest_tx, ingest_rx) = mpsc::channel(config.ingest_queue);
     let (command_tx, command_rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Before anything else runs: bad files stop the start with their error.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| ServerTls::start(tls, stop_rx.clone()))
+        .transpose()?;
+    let metrics_addr = match &config.metrics_listen {
+        Some(listen) => {
+            Some(crate::metrics::start(listen, command_tx.clone(), stop_rx.clone()).await?)
+        }
+        None => None,
+    };
     tokio::spawn(aggregator::run(
         engine,
         config.aggregator.clone(),
@@ -189,7 +251,8 @@ pub async fn start_on(
 
     let ingest = IngestServer::new(IngestService {
         events: ingest_tx,
-        stop: stop_rx,
+        stop: stop_rx.clone(),
+        client_cert_required: tls.as_ref().is_some_and(ServerTls::client_cert_required),
     })
     .max_decoding_message_size(config.max_message_bytes);
     let observer = ObserverServer::new(ObserverService {
@@ -204,18 +267,32 @@ pub async fn start_on(
         .add_service(ingest)
         .add_service(observer);
     let mut shutdown_rx = stop_tx.subscribe();
+    let shutdown = async move {
+        let _ = shutdown_rx.wait_for(|stop| *stop).await;
+    };
+    let tls_status = tls.as_ref().map(ServerTls::status);
     let task = tokio::spawn(async move {
-        router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = shutdown_rx.wait_for(|stop| *stop).await;
-            })
-            .await
-            .map_err(StartError::from)
+        match tls {
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(tls.incoming(listener, stop_rx), shutdown)
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                    .await
+            }
+        }
+        .map_err(StartError::from)
     });
     Ok(RelayHandle {
         addr,
+        metrics_addr,
         stop: stop_tx,
         task,
+        tls: tls_status,
+        kube: kube_status,
     })
 }
 
@@ -224,11 +301,17 @@ pub async fn start_on(
 pub struct IngestService {
     events: mpsc::Sender<IngestEvent>,
     stop: watch::Receiver<bool>,
+    /// Mutual TLS: streams need a client certificate the handshake verified.
+    client_cert_required: bool,
 }
 
 fn relay_stopping() -> Status {
     Status::unavailable("relay is shutting down")
 }
+
+/// What a probe without a client certificate hears under mutual TLS.
+pub const CLIENT_CERT_REQUIRED: &str =
+    "probes must present a client certificate signed by --tls-client-ca";
 
 #[tonic::async_trait]
 impl Ingest for IngestService {
@@ -236,6 +319,11 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<FlowBatch>>,
     ) -> Result<Response<IngestSummary>, Status> {
+        // The handshake verified any certificate presented; none is the
+        // only way to be here without a trusted one.
+        if self.client_cert_required && request.peer_certs().is_none_or(|certs| certs.is_empty()) {
+            return Err(Status::unauthenticated(CLIENT_CERT_REQUIRED));
+        }
         let mut batches = request.into_inner();
         let mut summary = IngestSummary::default();
         let mut node: Option<String> = None;
@@ -395,5 +483,23 @@ impl Observer for ObserverService {
     ) -> Result<Response<StatusResponse>, Status> {
         let status = self.ask(|reply| Command::GetStatus { reply }).await?;
         Ok(Response::new(status))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<ExplainRequest>,
+    ) -> Result<Response<Explanation>, Status> {
+        let flow = request
+            .into_inner()
+            .flow
+            .ok_or_else(|| Status::invalid_argument("explain needs a flow"))?;
+        crate::engine::validate(&flow).map_err(Status::invalid_argument)?;
+        let explanation = self
+            .ask(|reply| Command::Explain {
+                flow: Box::new(flow),
+                reply,
+            })
+            .await?;
+        Ok(Response::new(explanation))
     }
 }

@@ -544,6 +544,27 @@ impl Latency {
         self.count
     }
 
+    /// Exact sum of the values, in nanoseconds.
+    pub fn sum_ns(&self) -> u128 {
+        self.sum_ns
+    }
+
+    /// How many values are at most each of `bounds_ns` (ascending), for a
+    /// Prometheus histogram. A value counts as its bucket's middle kept
+    /// within min..=max, as for percentiles, so a count can be off only for
+    /// values within a bucket's width (1.6 %) of a bound.
+    pub fn cumulative_counts(&self, bounds_ns: &[u64]) -> Vec<u64> {
+        let mut counts = vec![0u64; bounds_ns.len()];
+        for &(bucket, count) in &self.buckets {
+            let value = bucket_mid_ns(bucket).clamp(self.min_ns, self.max_ns);
+            let first = bounds_ns.partition_point(|&bound| bound < value);
+            for slot in &mut counts[first..] {
+                *slot += u64::from(count);
+            }
+        }
+        counts
+    }
+
     /// The value at quantile `q`: the middle of the bucket holding the
     /// sample of that rank, kept within the exact min..=max.
     fn quantile(&self, q: f64) -> u64 {

@@ -3,7 +3,7 @@
 //! - [`filters`]: Hubble-style filter flags → `FlowFilter`s.
 //! - [`output`]: flows as compact/json/table, the graph as json/dot/text.
 //! - [`cmd`]: one module per command (ui and demo, snapshot, observe, graph,
-//!   replay, status).
+//!   replay, status, explain).
 
 mod cmd;
 mod filters;
@@ -11,10 +11,11 @@ mod filters;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use color_eyre::eyre::Result;
 
-use skymap_tui::conn;
+use skymap_tui::{conn, kube};
 
 use crate::filters::FilterArgs;
 
@@ -28,6 +29,26 @@ struct Cli {
     /// With no command: the explorer (as `skymap ui`).
     #[command(flatten)]
     ui: UiArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS to the relay, for every command that connects to one.
+#[derive(Debug, Clone, clap::Args)]
+struct TlsArgs {
+    /// PEM CA certificate that signed the relay's certificate: needed for an
+    /// https:// --relay.
+    #[arg(long, value_name = "FILE", env = "SKYMAP_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// The name the relay's certificate must carry, if not the host in
+    /// --relay (e.g. when connecting by IP address).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "SKYMAP_TLS_SERVER_NAME",
+        global = true
+    )]
+    tls_server_name: Option<String>,
 }
 
 /// How the explorer looks.
@@ -62,7 +83,25 @@ struct UiArgs {
     #[arg(long, env = "SKYMAP_RELAY", default_value = conn::DEFAULT_RELAY)]
     relay: String,
     #[command(flatten)]
+    cluster: ClusterArgs,
+    /// With --context: the namespace skymap is installed in.
+    #[arg(short = 'n', long = "namespace", visible_alias = "relay-namespace", value_name = "NS",
+          default_value = kube::DEFAULT_NAMESPACE, requires = "context")]
+    relay_namespace: String,
+    #[command(flatten)]
     look: LookArgs,
+}
+
+/// Reaching the relay through Kubernetes instead of `--relay`.
+#[derive(Debug, Clone, clap::Args)]
+struct ClusterArgs {
+    /// Reach the relay through this kubeconfig context: port-forward to the
+    /// Service skymap-relay (no kubectl needed).
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+    /// Kubeconfig for --context (default: $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, value_name = "FILE", requires = "context")]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -88,11 +127,17 @@ struct SnapshotArgs {
     /// Relay address: http://HOST:PORT or HOST:PORT.
     #[arg(long, env = "SKYMAP_RELAY", default_value = conn::DEFAULT_RELAY)]
     relay: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// With --context: the namespace skymap is installed in (-n selects
+    /// the namespace shown).
+    #[arg(long, value_name = "NS", default_value = kube::DEFAULT_NAMESPACE, requires = "context")]
+    relay_namespace: String,
     /// Read a recording instead of asking a relay.
-    #[arg(long, value_name = "FILE", conflicts_with = "demo")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["demo", "context"])]
     file: Option<PathBuf>,
     /// Use the recording `skymap demo` plays.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "context")]
     demo: bool,
     /// Which view to draw.
     #[arg(long, value_enum, default_value = "map")]
@@ -130,10 +175,16 @@ struct Source {
     /// Relay address: http://HOST:PORT or HOST:PORT.
     #[arg(long, env = "SKYMAP_RELAY", default_value = conn::DEFAULT_RELAY)]
     relay: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// With --context: the namespace skymap is installed in (-n filters
+    /// flows by namespace).
+    #[arg(long, value_name = "NS", default_value = kube::DEFAULT_NAMESPACE, requires = "context")]
+    relay_namespace: String,
 
     /// Read a recording (skymap's JSON lines, or `hubble observe -o json` output)
     /// instead of asking a relay (then --relay is not used). `-` reads standard input.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "context")]
     file: Option<PathBuf>,
 }
 
@@ -149,6 +200,9 @@ enum Command {
     Snapshot(SnapshotArgs),
     /// Print flows, like `hubble observe`.
     Observe(ObserveArgs),
+    /// Why flows were dropped: the NetworkPolicies that deny them and the
+    /// policy that would allow them, or what the drop reason means.
+    Explain(cmd::explain::ExplainArgs),
     /// Write flows to a file in skymap's recording format (JSON lines).
     Record(RecordArgs),
     /// Print the service graph now.
@@ -167,6 +221,12 @@ struct StatusArgs {
     /// Relay address: http://HOST:PORT or HOST:PORT.
     #[arg(long, env = "SKYMAP_RELAY", default_value = conn::DEFAULT_RELAY)]
     relay: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// With --context: the namespace skymap is installed in.
+    #[arg(short = 'n', long = "namespace", visible_alias = "relay-namespace", value_name = "NS",
+          default_value = kube::DEFAULT_NAMESPACE, requires = "context")]
+    relay_namespace: String,
     /// Print the status as one JSON object.
     #[arg(short, long, value_enum, default_value = "text")]
     output: StatusOutput,
@@ -218,6 +278,12 @@ struct RecordArgs {
     /// Relay address: http://HOST:PORT or HOST:PORT.
     #[arg(long, env = "SKYMAP_RELAY", default_value = conn::DEFAULT_RELAY)]
     relay: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// With --context: the namespace skymap is installed in (-n filters
+    /// flows by namespace).
+    #[arg(long, value_name = "NS", default_value = kube::DEFAULT_NAMESPACE, requires = "context")]
+    relay_namespace: String,
     #[command(flatten)]
     filters: FilterArgs,
     /// Keep recording new flows until interrupted (Ctrl-C).
@@ -280,6 +346,12 @@ struct ReplayArgs {
     /// Relay address: http://HOST:PORT or HOST:PORT.
     #[arg(long, env = "SKYMAP_RELAY", default_value = conn::DEFAULT_RELAY)]
     relay: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// With --context: the namespace skymap is installed in.
+    #[arg(short = 'n', long = "namespace", visible_alias = "relay-namespace", value_name = "NS",
+          default_value = kube::DEFAULT_NAMESPACE, requires = "context")]
+    relay_namespace: String,
     /// Pace: 1 is the original pace, 10 ten times faster, 0 as fast as possible.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     speed: f64,
@@ -296,12 +368,30 @@ struct ReplayArgs {
 
 fn main() -> ExitCode {
     install_hooks();
-    let mut cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    refuse_relay_with_context(&matches);
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // The lab's commands block and run their own runtimes where they need one.
     if matches!(cli.command, Some(Command::Lab(_)))
         && let Some(Command::Lab(args)) = cli.command.take()
     {
         return cmd::lab::run(args);
+    }
+    // Every connection to the relay uses these; the demo's relay is its own,
+    // in this process, and plain.
+    // Through --context the address is 127.0.0.1, so the name the relay's
+    // certificate is checked against defaults to its Service's DNS name.
+    let forwarded_name =
+        cluster_relay(&mut cli).map(|(_, target)| kube::relay_dns_name(&target.namespace));
+    if !matches!(cli.command, Some(Command::Demo(_)))
+        && let Err(e) = conn::set_tls(skymap_proto::tls::ClientTls {
+            ca: cli.tls.tls_ca.clone(),
+            server_name: cli.tls.tls_server_name.clone().or(forwarded_name),
+            ..Default::default()
+        })
+    {
+        eprintln!("skymap: {e}");
+        return ExitCode::FAILURE;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -325,7 +415,58 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
+async fn run(mut cli: Cli) -> Result<ExitCode> {
+    // Before the command starts: the explorer owns the terminal once it runs.
+    let forward = match cluster_relay(&mut cli) {
+        Some((relay, target)) => Some(cmd::through_cluster(relay, &target).await?),
+        None => None,
+    };
+    let outcome = dispatch(cli).await;
+    cmd::explain_forward(outcome, forward.as_ref())
+}
+
+/// `--context` takes the place of SKYMAP_RELAY, but not of a `--relay` given
+/// with it (clap's own conflicts count the environment as given).
+fn refuse_relay_with_context(matches: &ArgMatches) {
+    let args = matches.subcommand().map_or(matches, |(_, sub)| sub);
+    let given = |id: &str| {
+        args.ids().any(|i| i == id) && args.value_source(id) == Some(ValueSource::CommandLine)
+    };
+    if given("relay") && given("context") {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--context finds the relay through the cluster: it cannot be used with --relay",
+            )
+            .exit();
+    }
+}
+
+/// `--context`: the command's relay address to replace, and what to reach.
+fn cluster_relay(cli: &mut Cli) -> Option<(&mut String, kube::Target)> {
+    let (relay, cluster, namespace) = match &mut cli.command {
+        None => (&mut cli.ui.relay, &cli.ui.cluster, &cli.ui.relay_namespace),
+        Some(Command::Ui(a)) => (&mut a.relay, &a.cluster, &a.relay_namespace),
+        Some(Command::Snapshot(a)) => (&mut a.relay, &a.cluster, &a.relay_namespace),
+        Some(Command::Record(a)) => (&mut a.relay, &a.cluster, &a.relay_namespace),
+        Some(Command::Replay(a)) => (&mut a.relay, &a.cluster, &a.relay_namespace),
+        Some(Command::Status(a)) => (&mut a.relay, &a.cluster, &a.relay_namespace),
+        Some(Command::Explain(a)) => (&mut a.relay, &a.cluster, &a.relay_namespace),
+        Some(Command::Observe(ObserveArgs { source: s, .. }))
+        | Some(Command::Graph(GraphArgs { source: s, .. })) => {
+            (&mut s.relay, &s.cluster, &s.relay_namespace)
+        }
+        Some(Command::Demo(_) | Command::Lab(_)) => return None,
+    };
+    let target = kube::Target {
+        context: cluster.context.clone()?,
+        kubeconfig: cluster.kubeconfig.clone(),
+        namespace: namespace.clone(),
+    };
+    Some((relay, target))
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let Some(command) = cli.command else {
         return cmd::ui::run(cli.ui).await;
     };
@@ -334,6 +475,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(args) => cmd::ui::demo(args).await,
         Command::Snapshot(args) => cmd::snapshot::run(args).await,
         Command::Observe(args) => cmd::observe::run(args).await,
+        Command::Explain(args) => cmd::explain::run(args).await,
         Command::Record(args) => cmd::observe::record(args).await,
         Command::Graph(args) => cmd::graph::run(args).await,
         Command::Replay(args) => cmd::replay::run(args).await,

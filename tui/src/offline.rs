@@ -121,3 +121,19 @@ pub fn demo_flows() -> impl Iterator<Item = Flow> {
             _ => None,
         })
 }
+
+/// The scenario the demo recording was captured from.
+const DEMO_SCENARIO: &str = include_str!("../../lab/scenarios/demo.yaml");
+
+/// The demo cluster's Kubernetes objects as the lab's relay saw them while
+/// the recording was made (before the fix: the policies that drop the
+/// frontend's DNS), so `w` in `skymap demo` explains the drops as a live
+/// relay would.
+pub fn demo_metadata() -> Result<Metadata, String> {
+    let scenario = skymap_lab::scenario::Scenario::from_yaml_str(DEMO_SCENARIO, "demo.yaml")
+        .map_err(|e| e.to_string())?;
+    let objects = skymap_lab::parts::metadata("demo", &scenario.plan(), scenario.policies());
+    let (metadata, _) =
+        Metadata::from_json_str(&objects.to_string(), "demo.yaml").map_err(|e| e.to_string())?;
+    Ok(metadata)
+}

@@ -4,6 +4,7 @@
 //! the reconnect countdown, and redraws only then. Idle means no work.
 
 use std::io::{self, Stdout};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use ratatui::backend::CrosstermBackend;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::actions;
 use crate::app::{App, Effect};
 use crate::live::{self, ConnState};
 use crate::ui;
@@ -73,10 +75,11 @@ impl Drop for Screen {
 
 /// Runs the explorer against the relay at `url` until the user quits.
 pub async fn run(mut app: App, url: String) -> io::Result<()> {
-    let (handle, mut events) = live::spawn(url, app.subscription());
+    let (handle, mut events) = live::spawn(url.clone(), app.subscription());
     let mut screen = Screen::open()?;
     let mut keys = EventStream::new();
     let (layout_tx, mut layouts) = mpsc::channel(4);
+    let (why_tx, mut whys) = mpsc::channel(2);
     let mut computing: Option<u64> = None;
     let mut dirty = true;
     let mut last_draw = Instant::now() - FRAME_EVERY;
@@ -128,6 +131,36 @@ pub async fn run(mut app: App, url: String) -> io::Result<()> {
                     Some(Ok(TermEvent::Key(key))) => match app.handle_key(key) {
                         Effect::Quit => break,
                         Effect::Resubscribe(sub) => handle.resubscribe(sub),
+                        Effect::Explain(flow) => {
+                            let (tx, url) = (why_tx.clone(), url.clone());
+                            tokio::spawn(async move {
+                                let _ = tx.send((None, actions::explain(&url, *flow).await)).await;
+                            });
+                        }
+                        Effect::ExplainNewest(filter) => {
+                            let (tx, url) = (why_tx.clone(), url.clone());
+                            tokio::spawn(async move {
+                                let _ = tx.send(actions::explain_newest(&url, *filter).await).await;
+                            });
+                        }
+                        Effect::Copy(text) => {
+                            match actions::copy(screen.terminal.backend_mut(), &text) {
+                                Ok(()) => app.flash(format!(
+                                    "copied {} lines (OSC 52: the terminal must allow it; in tmux, set-clipboard on)",
+                                    text.lines().count()
+                                )),
+                                Err(e) => app.flash_error(format!("cannot copy: {e}")),
+                            }
+                        }
+                        Effect::Save { file_name, text } => {
+                            match actions::save_new(Path::new("."), &file_name, &text) {
+                                Ok(path) => app.flash(format!(
+                                    "wrote {0}: kubectl apply -f {0}",
+                                    path.display()
+                                )),
+                                Err(e) => app.flash_error(format!("cannot save {file_name}: {e}")),
+                            }
+                        }
                         Effect::None => {}
                     },
                     Some(Ok(TermEvent::Resize(..))) => {
@@ -140,6 +173,13 @@ pub async fn run(mut app: App, url: String) -> io::Result<()> {
                 dirty = true;
                 // Keys answer at once, not after the frame interval.
                 last_draw = Instant::now() - FRAME_EVERY;
+            }
+            Some((flow, answer)) = whys.recv() => {
+                if let Some(flow) = &flow {
+                    app.explaining(flow);
+                }
+                app.explained(answer);
+                dirty = true;
             }
             Some((shape, layout)) = layouts.recv() => {
                 computing = None;

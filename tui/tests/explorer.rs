@@ -259,6 +259,57 @@ fn story_the_frontend_cannot_resolve_then_the_fix_lands() {
     );
 }
 
+#[test]
+fn story_why_explains_the_dropped_edge_and_offers_the_fix() {
+    let mut app = demo_app(Glyphs::Unicode, ColorDepth::None, DURING_DROPS);
+    app.settle();
+    // Nothing to explain on the nodes view.
+    key(&mut app, KeyCode::Char('5'));
+    assert_eq!(key(&mut app, KeyCode::Char('w')), Effect::None);
+    assert!(
+        app.flash.as_ref().is_some_and(|f| f.error),
+        "{:?}",
+        app.flash
+    );
+    key(&mut app, KeyCode::Char('1'));
+
+    app.selection = Some(Selection::Pair(FRONTEND.to_string(), KUBE_DNS.to_string()));
+    let Effect::Explain(flow) = key(&mut app, KeyCode::Char('w')) else {
+        panic!("w on a dropped edge asks the relay");
+    };
+    assert_eq!(flow.drop_reason, "NETFILTER_DROP");
+    assert_eq!(flow.destination.as_ref().map(|d| d.port), Some(53));
+    let waiting = text(&mut app, 120, 40);
+    assert!(waiting.contains("asking the relay..."), "{waiting}");
+
+    // The relay's answer, computed as the demo's relay computes it.
+    let metadata = offline::demo_metadata().expect("the demo scenario builds");
+    let answer = skymap_relay::explain::explain_flow(&metadata, &flow);
+    assert_eq!(answer.policies, ["shop/frontend-egress"]);
+    app.explained(Ok(answer.clone()));
+    let picture = text(&mut app, 120, 40);
+    insta::assert_snapshot!("story_why_overlay", picture);
+
+    // c copies the policy, s saves it under its own name; esc closes.
+    assert_eq!(
+        key(&mut app, KeyCode::Char('c')),
+        Effect::Copy(answer.suggested_policy_yaml.clone())
+    );
+    assert_eq!(
+        key(&mut app, KeyCode::Char('s')),
+        Effect::Save {
+            file_name: "frontend-egress-to-kube-dns-udp-53.yaml".to_string(),
+            text: answer.suggested_policy_yaml.clone(),
+        }
+    );
+    key(&mut app, KeyCode::Esc);
+    assert!(app.why.is_none());
+    // A failed call says why in the overlay instead of hanging.
+    key(&mut app, KeyCode::Char('w'));
+    app.explained(Err("cannot reach the relay".to_string()));
+    assert!(text(&mut app, 120, 40).contains("cannot reach the relay"));
+}
+
 fn flows_len_of_dropped(app: &App) -> usize {
     app.flows
         .iter()

@@ -6,8 +6,10 @@
 //!   rcodes exactly as the clients counted them; the frontend's lookups
 //!   dropped by the kernel (NETFILTER_DROP), every one of them; latency near
 //!   the configured one; both ends of a flow seen, yet counted once.
-//! - The fix: `lab apply allow-dns.yaml` ends the drops, and the frontend's
-//!   calls to its backends appear.
+//! - Why, and the fix: `skymap explain` blames the policy the lab enforces
+//!   (shop/frontend-egress); its suggested YAML, applied with `lab apply`,
+//!   ends the drops, the lookups are answered and the frontend's calls to
+//!   its backends appear; `allow-dns.yaml` then applies on top.
 //! - Faults: the relay and a probe killed and started again by the
 //!   supervisor; nothing lost or counted twice across the relay's restart.
 //! - Mistakes: a second `up`, `down` of no lab, a bad scenario file.
@@ -27,11 +29,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use skymap_lab::run::{Part, State, read_state};
+use skymap_lab::scenario::policies_from_yaml_str;
 use skymap_lab::workload::{CounterSnapshot, TargetCounters, read_snapshot};
+use skymap_proto::v1::layer7::Record;
 use skymap_proto::v1::observer_client::ObserverClient;
 use skymap_proto::v1::{
-    FlowFilter, GetFlowsRequest, GetGraphRequest, GraphEdge, NodeState, Protocol, StatusRequest,
-    StatusResponse, Verdict, Zoom, get_flows_response,
+    Flow, FlowFilter, GetFlowsRequest, GetGraphRequest, GraphEdge, L7Type, NodeState, Protocol,
+    StatusRequest, StatusResponse, Verdict, Zoom, get_flows_response,
 };
 
 /// One lab at a time: they share two cores, and a test's timing assumptions
@@ -544,7 +548,7 @@ fn the_story_counts_exactly_what_the_workloads_did() {
 }
 
 #[test]
-fn applying_allow_dns_ends_the_drops() {
+fn explain_blames_the_policy_and_its_fix_ends_the_drops() {
     let _turn = turn();
     let name = lab_name('b');
     let lab = Lab::up(&name);
@@ -593,6 +597,130 @@ fn applying_allow_dns_ends_the_drops() {
         "drops grow before the fix: {first}, then {second}"
     );
 
+    // Why? `skymap explain` blames the policy the lab enforces...
+    let explain = |output: &str| {
+        let (ok, stdout, stderr) = run(skymap().args([
+            "explain",
+            "--relay",
+            &url,
+            "--from-pod",
+            FRONTEND,
+            "--to-namespace",
+            "kube-system",
+            "-o",
+            output,
+        ]));
+        assert!(ok, "skymap explain -o {output} failed: {stderr}");
+        stdout
+    };
+    let groups: Vec<serde_json::Value> = explain("json")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(!groups.is_empty(), "nothing to explain");
+    for group in &groups {
+        assert_eq!(
+            (&group["kind"], &group["drop_reason"], &group["policies"]),
+            (
+                &serde_json::json!("policy"),
+                &serde_json::json!("NETFILTER_DROP"),
+                &serde_json::json!(["shop/frontend-egress"])
+            ),
+            "{group:#}"
+        );
+    }
+    // ... and suggests the policy that allows the lookups.
+    let yaml = explain("yaml");
+    let suggested = policies_from_yaml_str(&yaml, "explain.yaml").expect("NetworkPolicies");
+    let names: Vec<(Option<&str>, Option<&str>)> = suggested
+        .iter()
+        .map(|p| (p.metadata.namespace.as_deref(), p.metadata.name.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        [(Some("shop"), Some("frontend-egress-to-kube-dns-udp-53"))],
+        "{yaml}"
+    );
+    let dir = std::env::temp_dir().join(format!("skymap-lab-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let fix = dir.join("fix.yaml");
+    std::fs::write(&fix, &yaml).expect("the fix is written");
+    let (ok, stdout, stderr) = run(skymap()
+        .args(["lab", "apply"])
+        .arg(&fix)
+        .args(["--name", &name]));
+    assert!(ok, "lab apply of the suggested fix failed: {stderr}");
+    assert!(
+        stdout.contains("shop/frontend-egress-to-kube-dns-udp-53"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // The rules are in force once `lab apply` returns.
+    let fixed_ns = unix_ns();
+
+    // The frontend's lookups are answered...
+    let answers = FlowFilter {
+        destination_pod: vec![FRONTEND.to_string()],
+        protocol: vec!["dns".to_string()],
+        ..FlowFilter::default()
+    };
+    wait_for(
+        "NOERROR answers to the frontend after the fix",
+        Duration::from_secs(15),
+        || {
+            let noerror = flows_between(&url, answers.clone(), fixed_ns, 0)
+                .iter()
+                .filter(|f| is_dns_answer(f, 0))
+                .count();
+            (noerror > 0).then_some(())
+        },
+    );
+    // ... and none is dropped any more. The relay's history must reach 5 s
+    // past the fix (and every probe's last records arrive) before an
+    // absence of drops means anything.
+    let frontend_dns_flows = FlowFilter {
+        source_pod: vec![FRONTEND.to_string()],
+        destination_port: vec![53],
+        ..FlowFilter::default()
+    };
+    wait_for(
+        "the frontend's lookups of 5 s after the fix",
+        Duration::from_secs(15),
+        || {
+            let later = flows_between(
+                &url,
+                frontend_dns_flows.clone(),
+                fixed_ns + 5_000_000_000,
+                0,
+            );
+            (!later.is_empty()).then_some(())
+        },
+    );
+    std::thread::sleep(SETTLE);
+    let late_drops: Vec<String> = flows_between(
+        &url,
+        FlowFilter {
+            verdict: vec![Verdict::Dropped as i32],
+            ..frontend_dns_flows
+        },
+        fixed_ns + 2_000_000_000,
+        0,
+    )
+    .iter()
+    .map(|f| {
+        format!(
+            "{:.3} s after the fix: {}",
+            (f.time_ns - fixed_ns) as f64 / 1e9,
+            f.drop_reason
+        )
+    })
+    .collect();
+    assert!(
+        late_drops.is_empty(),
+        "the frontend's lookups are still dropped after the suggested fix: {late_drops:?}"
+    );
+
+    // The hand-written fix applies on top.
     let file = scenario("allow-dns.yaml");
     let (ok, stdout, stderr) = run(skymap()
         .args(["lab", "apply"])
@@ -605,9 +733,6 @@ fn applying_allow_dns_ends_the_drops() {
             .policies
             .contains(&"shop/frontend-allow-dns".to_string())
     );
-    // Lookups dropped just before the rules changed time out within 5 s;
-    // the ones after are answered.
-    std::thread::sleep(Duration::from_secs(6));
 
     let edges = graph(&url);
     let fixed = frontend_dns(&edges).expect("the frontend -> kube-dns edge");
@@ -689,19 +814,35 @@ fn unix_ns() -> i64 {
 /// The loadgen's HTTP requests in the relay's history between two times
 /// (Unix ns), as seen at either end.
 fn http_requests_between(url: &str, since_ns: i64, until_ns: i64) -> usize {
+    let requests = FlowFilter {
+        source_workload: vec![LOADGEN.to_string()],
+        protocol: vec!["http".to_string()],
+        reply: vec![false],
+        ..FlowFilter::default()
+    };
+    flows_between(url, requests, since_ns, until_ns).len()
+}
+
+/// A DNS response with this rcode.
+fn is_dns_answer(flow: &Flow, rcode: u32) -> bool {
+    flow.l7.as_ref().is_some_and(|l7| {
+        l7.r#type == L7Type::Response as i32
+            && matches!(&l7.record, Some(Record::Dns(dns)) if dns.rcode == rcode)
+    })
+}
+
+/// The flows in the relay's history that pass `filter`, between two times
+/// (Unix ns; 0 is unbounded).
+fn flows_between(url: &str, filter: FlowFilter, since_ns: i64, until_ns: i64) -> Vec<Flow> {
     block_on("GetFlows", async {
         let mut client = ObserverClient::connect(url.to_string())
             .await
             .expect("the relay accepts a connection");
         let request = GetFlowsRequest {
+            number: u64::MAX,
             since_ns,
             until_ns,
-            whitelist: vec![FlowFilter {
-                source_workload: vec![LOADGEN.to_string()],
-                protocol: vec!["http".to_string()],
-                reply: vec![false],
-                ..FlowFilter::default()
-            }],
+            whitelist: vec![filter],
             ..GetFlowsRequest::default()
         };
         let mut stream = client
@@ -709,16 +850,13 @@ fn http_requests_between(url: &str, since_ns: i64, until_ns: i64) -> usize {
             .await
             .expect("GetFlows")
             .into_inner();
-        let mut count = 0;
+        let mut flows = Vec::new();
         while let Some(response) = stream.message().await.expect("the flows") {
-            if matches!(
-                response.response,
-                Some(get_flows_response::Response::Flow(_))
-            ) {
-                count += 1;
+            if let Some(get_flows_response::Response::Flow(flow)) = response.response {
+                flows.push(flow);
             }
         }
-        count
+        flows
     })
 }
 

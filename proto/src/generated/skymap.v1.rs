@@ -830,6 +830,35 @@ pub struct StatusResponse {
     #[prost(string, tag = "12")]
     pub version: ::prost::alloc::string::String,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ExplainRequest {
+    /// The dropped flow. Its addresses, protocol, destination port, verdict and
+    /// drop reason are what is explained; the rest is ignored.
+    #[prost(message, optional, tag = "1")]
+    pub flow: ::core::option::Option<Flow>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Explanation {
+    /// "policy": NetworkPolicies deny the flow (policies and a fix are given);
+    /// "reason": the drop reason's meaning and what to check;
+    /// "not-dropped": the flow's verdict is not DROPPED.
+    #[prost(string, tag = "1")]
+    pub kind: ::prost::alloc::string::String,
+    /// One line, for lists and status bars.
+    #[prost(string, tag = "2")]
+    pub summary: ::prost::alloc::string::String,
+    /// More lines: what each responsible policy allows, what the reason means
+    /// and what to check, caveats about the suggested fix.
+    #[prost(string, repeated, tag = "3")]
+    pub details: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The responsible policies as "namespace/name", egress side first.
+    #[prost(string, repeated, tag = "4")]
+    pub policies: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// NetworkPolicies that would allow the flow, as YAML for `kubectl apply -f`;
+    /// empty when there is nothing to suggest.
+    #[prost(string, tag = "5")]
+    pub suggested_policy_yaml: ::prost::alloc::string::String,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Zoom {
@@ -1406,6 +1435,28 @@ pub mod observer_client {
                 .insert(GrpcMethod::new("skymap.v1.Observer", "GetStatus"));
             self.inner.unary(req, path, codec).await
         }
+        /// Why a flow was dropped, from the relay's view of the cluster.
+        pub async fn explain(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ExplainRequest>,
+        ) -> std::result::Result<tonic::Response<super::Explanation>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/skymap.v1.Observer/Explain",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("skymap.v1.Observer", "Explain"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1450,6 +1501,11 @@ pub mod observer_server {
             &self,
             request: tonic::Request<super::StatusRequest>,
         ) -> std::result::Result<tonic::Response<super::StatusResponse>, tonic::Status>;
+        /// Why a flow was dropped, from the relay's view of the cluster.
+        async fn explain(
+            &self,
+            request: tonic::Request<super::ExplainRequest>,
+        ) -> std::result::Result<tonic::Response<super::Explanation>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct ObserverServer<T> {
@@ -1690,6 +1746,49 @@ pub mod observer_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetStatusSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/skymap.v1.Observer/Explain" => {
+                    #[allow(non_camel_case_types)]
+                    struct ExplainSvc<T: Observer>(pub Arc<T>);
+                    impl<T: Observer> tonic::server::UnaryService<super::ExplainRequest>
+                    for ExplainSvc<T> {
+                        type Response = super::Explanation;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ExplainRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Observer>::explain(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ExplainSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -64,6 +64,10 @@ pub const HELP: &[KeyHelp] = &[
         action: "centre the map on the selection",
     },
     KeyHelp {
+        keys: "w",
+        action: "why dropped: explain the selected drop; c copies, s saves the fix",
+    },
+    KeyHelp {
         keys: "f",
         action: "focus: the selected box and its neighbours only (again: all)",
     },
@@ -130,8 +134,12 @@ impl App {
             }
             return Effect::None;
         }
+        if self.why.is_some() {
+            return self.why_key(key);
+        }
         match key.code {
             KeyCode::Char('q') => return Effect::Quit,
+            KeyCode::Char('w') => return self.why(),
             KeyCode::Char('?') => {
                 self.help = true;
                 self.help_scroll = 0;

@@ -7,16 +7,18 @@
 //! - `model`: the graph cut down to what the map shows, one edge per pair.
 //! - `series`: rate and latency histories for the details pane.
 //! - `keys`: what every key does, and the `:` commands.
+//! - `why`: `w`, the explanation of a dropped flow and its overlay.
 
 mod keys;
 pub mod model;
 pub mod series;
+mod why;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use skymap_proto::filter::{FlowFilterSet, parse_expression};
 use skymap_proto::names::sanitize;
-use skymap_proto::v1::{Flow, StatusResponse};
+use skymap_proto::v1::{Flow, FlowFilter, StatusResponse};
 use skymap_themes::{ColorDepth, Theme};
 use tui_input::Input;
 use tui_tree_widget::TreeState;
@@ -30,6 +32,7 @@ use model::{MapModel, MapOptions};
 use series::Series;
 
 pub use keys::{HELP, KeyHelp};
+pub use why::{Answer, Why};
 
 /// The main pane's content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +85,19 @@ pub enum Effect {
     Quit,
     /// Reopen the relay streams (zoom or namespace changed).
     Resubscribe(Subscription),
+    /// Ask the relay why this flow was dropped; the answer goes to
+    /// [`App::explained`].
+    Explain(Box<Flow>),
+    /// Find the newest flow matching this filter in the relay's history,
+    /// then explain it (an edge whose drops left the explorer's log).
+    ExplainNewest(Box<FlowFilter>),
+    /// Put this text on the clipboard (OSC 52, so it works over SSH).
+    Copy(String),
+    /// Write this text to a new file in the current directory.
+    Save {
+        file_name: String,
+        text: String,
+    },
 }
 
 /// A line being typed at the bottom: a `:` command or a `/` filter.
@@ -180,6 +196,8 @@ pub struct App {
     pub prompt: Option<Prompt>,
     pub help: bool,
     pub help_scroll: u16,
+    /// The `w` overlay.
+    pub why: Option<Why>,
     paused: Option<Paused>,
     pub flash: Option<Flash>,
 
@@ -230,6 +248,7 @@ impl App {
             prompt: None,
             help: false,
             help_scroll: 0,
+            why: None,
             paused: None,
             flash: None,
             styles: Styles::new(&options.theme, options.depth),

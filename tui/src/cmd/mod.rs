@@ -1,5 +1,6 @@
 //! One module per `skymap` command, and what they share.
 
+pub mod explain;
 pub mod graph;
 pub mod lab;
 pub mod observe;
@@ -11,9 +12,12 @@ pub mod ui;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
+use std::process::ExitCode;
 
 use color_eyre::eyre::{Result, WrapErr, eyre};
 use skymap_proto::jsonl::{FlowReader, ReadReport};
+use skymap_tui::conn;
+use skymap_tui::kube::{self, LocalForward};
 
 /// True when the error is stdout closing under us (`skymap observe | head`),
 /// which is a normal way to stop.
@@ -25,6 +29,32 @@ pub fn is_broken_pipe(error: &color_eyre::eyre::Report) -> bool {
             .and_then(serde_json::Error::io_error_kind);
         io_kind.or(json_kind) == Some(io::ErrorKind::BrokenPipe)
     })
+}
+
+/// `--context`: finds the relay through the kubeconfig and points `relay`
+/// at a local port-forward to it, which lives as long as the value returned.
+pub async fn through_cluster(relay: &mut String, target: &kube::Target) -> Result<LocalForward> {
+    let forward = kube::connect(target).await?;
+    // With --tls-ca the relay speaks TLS through the forward too; main()
+    // defaults the name checked to the Service's DNS name.
+    *relay = if conn::tls().ca.is_some() {
+        format!("https://{}", forward.addr())
+    } else {
+        forward.url()
+    };
+    Ok(forward)
+}
+
+/// A command that failed through a port-forward also says why the forward
+/// failed, if it did (the command itself only sees a closed connection).
+pub fn explain_forward(
+    outcome: Result<ExitCode>,
+    forward: Option<&LocalForward>,
+) -> Result<ExitCode> {
+    match (outcome, forward.and_then(LocalForward::last_error)) {
+        (Err(e), Some(why)) => Err(e.wrap_err(why)),
+        (outcome, _) => outcome,
+    }
 }
 
 /// Wall clock in Unix nanoseconds.

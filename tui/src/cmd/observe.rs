@@ -19,11 +19,11 @@ use skymap_tui::output::flows::{FlowFormat, FlowPrinter};
 const DEFAULT_LAST: u64 = 20;
 
 /// What to ask for, whichever the source.
-struct Query {
-    number: u64,
-    follow: bool,
-    since_ns: i64,
-    until_ns: i64,
+pub(super) struct Query {
+    pub number: u64,
+    pub follow: bool,
+    pub since_ns: i64,
+    pub until_ns: i64,
 }
 
 pub async fn run(args: ObserveArgs) -> Result<ExitCode> {
@@ -120,14 +120,14 @@ fn select_from(
 
 // Lives for one call; boxing the flow would cost an allocation per flow.
 #[allow(clippy::large_enum_variant)]
-enum Item {
+pub(super) enum Item {
     Flow(Flow),
     Lost(u64),
 }
 
 /// Streams flows from the relay into `sink` until the relay ends the stream,
 /// or, when following, until Ctrl-C.
-async fn stream_from_relay(
+pub(super) async fn stream_from_relay(
     relay: &str,
     filters: &crate::filters::FilterArgs,
     query: &Query,

@@ -11,7 +11,7 @@ use skymap_relay::server::{self, RelayConfig};
 use skymap_themes::{ColorDepth, detect_depth};
 use skymap_tui::app::{App, Options};
 use skymap_tui::map::Glyphs;
-use skymap_tui::offline::DEMO_RECORDING;
+use skymap_tui::offline::{DEMO_RECORDING, demo_metadata};
 use skymap_tui::term;
 
 use super::replay::{Feed, Progress, feed};
@@ -37,6 +37,8 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
     // A small history: the demo's whole loop is a few thousand flows.
     let mut config = RelayConfig::default();
     config.engine.history_capacity = 100_000;
+    // The shipped scenario always builds; without it `w` only explains reasons.
+    config.metadata = demo_metadata().ok().map(std::sync::Arc::new);
     let relay = server::start("127.0.0.1:0", config)
         .await
         .wrap_err("cannot start the demo relay")?;

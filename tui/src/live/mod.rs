@@ -17,9 +17,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::Streaming;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use crate::conn::{append_sources, error_chain};
+use crate::conn::{self, append_sources};
+use skymap_proto::tls::describe;
 
 pub use backoff::Backoff;
 
@@ -262,14 +263,16 @@ async fn run(
 }
 
 async fn connect(url: &str, options: &Options) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("relay address {url:?} is not valid: {}", error_chain(&e)))?
+    // With the process's TLS settings, whose files are read again at every
+    // attempt.
+    let endpoint = conn::endpoint(url)
+        .map_err(|e| e.to_string())?
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true);
     endpoint
         .connect()
         .await
-        .map_err(|e| format!("cannot reach the relay at {url}: {}", error_chain(&e)))
+        .map_err(|e| format!("cannot reach the relay at {url}: {}", describe(&e)))
 }
 
 /// One connection: streams open until one fails; a new subscription reopens

@@ -5,7 +5,7 @@
 //! - [`map`]: the service-map widget over a precomputed layout, and navigation
 //!   over it.
 //! - [`style`]: the colour theme as ratatui styles.
-//! - `header`, `tree`, `details`, [`tables`], `help`: the panes.
+//! - `header`, `tree`, `details`, [`tables`], `help`, `why`: the panes.
 
 mod details;
 mod header;
@@ -14,6 +14,7 @@ pub mod map;
 pub mod style;
 pub mod tables;
 mod tree;
+mod why;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -70,6 +71,9 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
         view => tables::draw(frame, main, app, view),
     }
 
+    if let Some(why) = &app.why {
+        why::draw(frame, area, app, why);
+    }
     if app.help {
         help::draw(frame, area, app);
     }
