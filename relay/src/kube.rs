@@ -560,6 +560,45 @@ fn forbidden(verb: &'static str, message: &str) -> KindState {
     KindState::Forbidden { verb, user }
 }
 
+/// What is wrong with a kind, what it costs and what to do; `None` while
+/// it is fine.
+fn problem(kind: Kind, state: &KindState) -> Option<String> {
+    match state {
+        KindState::Listing | KindState::Synced => None,
+        KindState::Forbidden { verb, user } => {
+            let denied = match user {
+                Some(user) => format!("forbidden for {user}"),
+                None => "forbidden".to_string(),
+            };
+            Some(format!(
+                "cannot {verb} {kind} at the cluster scope: {denied}; grant it in the \
+                 ClusterRole skymap-relay (deploy/10-rbac.yaml) — {}",
+                kind.loss()
+            ))
+        }
+        KindState::Failing { error } => Some(format!("{error}; retrying ({})", kind.loss())),
+    }
+}
+
+impl KubeStatus {
+    /// Every kind's state for `skymap status`.
+    pub fn to_wire(&self) -> Vec<skymap_proto::v1::MetadataKind> {
+        self.iter()
+            .map(|(kind, state)| skymap_proto::v1::MetadataKind {
+                resource: kind.resource().to_owned(),
+                state: match state {
+                    KindState::Listing => "listing",
+                    KindState::Synced => "synced",
+                    KindState::Forbidden { .. } => "forbidden",
+                    KindState::Failing { .. } => "failing",
+                }
+                .to_owned(),
+                detail: problem(kind, state).unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
 /// Logs a kind's change of state: each kind's first sync and each new
 /// problem once, and retries of the same problem only at debug level.
 fn report(kind: Kind, before: &KindState, after: &KindState, objects: usize, synced_once: bool) {
@@ -568,16 +607,8 @@ fn report(kind: Kind, before: &KindState, after: &KindState, objects: usize, syn
             tracing::info!("kubernetes: {kind} synced again ({objects} objects)");
         }
         KindState::Synced => tracing::info!("kubernetes: {kind} synced ({objects} objects)"),
-        KindState::Forbidden { verb, user } if !matches!(before, KindState::Forbidden { .. }) => {
-            let denied = match user {
-                Some(user) => format!("forbidden for {user}"),
-                None => "forbidden".to_string(),
-            };
-            tracing::warn!(
-                "cannot {verb} {kind} at the cluster scope: {denied}; grant it in the \
-                 ClusterRole skymap-relay (deploy/10-rbac.yaml) — {}",
-                kind.loss()
-            );
+        KindState::Forbidden { .. } if !matches!(before, KindState::Forbidden { .. }) => {
+            tracing::warn!("{}", problem(kind, after).unwrap_or_default());
         }
         KindState::Failing { error } if !matches!(before, KindState::Failing { .. }) => {
             tracing::warn!("kubernetes: {kind}: {error}; retrying ({})", kind.loss());

@@ -257,6 +257,7 @@ pub async fn start_on(
     .max_decoding_message_size(config.max_message_bytes);
     let observer = ObserverServer::new(ObserverService {
         commands: command_tx,
+        kube: kube_status.clone(),
     })
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(usize::MAX);
@@ -385,6 +386,8 @@ impl Ingest for IngestService {
 #[derive(Debug, Clone)]
 pub struct ObserverService {
     commands: mpsc::Sender<Command>,
+    /// With --kube: where each kind of object stands, for the status.
+    kube: Option<watch::Receiver<KubeStatus>>,
 }
 
 impl ObserverService {
@@ -481,7 +484,10 @@ impl Observer for ObserverService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let status = self.ask(|reply| Command::GetStatus { reply }).await?;
+        let mut status = self.ask(|reply| Command::GetStatus { reply }).await?;
+        if let Some(kube) = &self.kube {
+            status.metadata_kinds = kube.borrow().to_wire();
+        }
         Ok(Response::new(status))
     }
 

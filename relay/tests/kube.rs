@@ -635,6 +635,35 @@ async fn a_forbidden_kind_is_reported_once_and_the_others_sync() {
             user: Some("system:serviceaccount:skymap:skymap-relay".into()),
         }
     );
+    // `skymap status` gets the same, per resource.
+    let wire: Vec<(String, String, bool)> = status
+        .to_wire()
+        .into_iter()
+        .map(|k| (k.resource, k.state, k.detail.is_empty()))
+        .collect();
+    let synced = |resource: &str| (resource.to_string(), "synced".to_string(), true);
+    assert_eq!(
+        wire,
+        [
+            synced("namespaces"),
+            synced("pods"),
+            synced("services"),
+            synced("endpointslices.discovery.k8s.io"),
+            (
+                "networkpolicies.networking.k8s.io".to_string(),
+                "forbidden".to_string(),
+                false
+            ),
+            synced("nodes"),
+        ]
+    );
+    assert!(
+        status.to_wire()[4]
+            .detail
+            .contains("grant it in the ClusterRole skymap-relay"),
+        "{:?}",
+        status.to_wire()
+    );
     // The watcher keeps asking (with backoff) ...
     policy_lists
         .wait_for(|n| *n >= 3)

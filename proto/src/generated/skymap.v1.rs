@@ -829,6 +829,22 @@ pub struct StatusResponse {
     pub graph_edges: u64,
     #[prost(string, tag = "12")]
     pub version: ::prost::alloc::string::String,
+    /// With --kube: where each kind of Kubernetes object stands. Empty when the
+    /// metadata comes from a file or nowhere.
+    #[prost(message, repeated, tag = "13")]
+    pub metadata_kinds: ::prost::alloc::vec::Vec<MetadataKind>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MetadataKind {
+    /// The resource: "pods", "networkpolicies.networking.k8s.io", ...
+    #[prost(string, tag = "1")]
+    pub resource: ::prost::alloc::string::String,
+    /// "listing", "synced", "forbidden" or "failing".
+    #[prost(string, tag = "2")]
+    pub state: ::prost::alloc::string::String,
+    /// For forbidden and failing: what is wrong, what it costs, what to do.
+    #[prost(string, tag = "3")]
+    pub detail: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ExplainRequest {

@@ -67,6 +67,7 @@ fn write_text(status: &StatusResponse, out: &mut impl Write) -> io::Result<()> {
         status.graph_edges,
         status.watchers
     )?;
+    write_kubernetes(status, out)?;
     if !status.nodes.is_empty() {
         writeln!(out)?;
         writeln!(
@@ -101,6 +102,27 @@ fn write_text(status: &StatusResponse, out: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
+/// With --kube: one line of states, then each problem on its own line.
+fn write_kubernetes(status: &StatusResponse, out: &mut impl Write) -> io::Result<()> {
+    if status.metadata_kinds.is_empty() {
+        return Ok(());
+    }
+    let states: Vec<String> = status
+        .metadata_kinds
+        .iter()
+        .map(|k| format!("{} {}", sanitize(&k.resource), sanitize(&k.state)))
+        .collect();
+    writeln!(out, "kubernetes: {}", states.join(", "))?;
+    for kind in status
+        .metadata_kinds
+        .iter()
+        .filter(|k| !k.detail.is_empty())
+    {
+        writeln!(out, "  {}", sanitize(&kind.detail))?;
+    }
+    Ok(())
+}
+
 fn to_json(status: &StatusResponse) -> serde_json::Value {
     let losses = |list: &[skymap_proto::v1::LossCounter]| -> Vec<serde_json::Value> {
         list.iter()
@@ -119,6 +141,11 @@ fn to_json(status: &StatusResponse) -> serde_json::Value {
         "graph_edges": status.graph_edges,
         "clients": status.watchers,
         "losses": losses(&status.losses),
+        "kubernetes": status.metadata_kinds.iter().map(|k| serde_json::json!({
+            "resource": k.resource,
+            "state": k.state,
+            "detail": k.detail,
+        })).collect::<Vec<_>>(),
         "nodes": status.nodes.iter().map(|n| serde_json::json!({
             "name": n.name,
             "state": state_name(n.state),
@@ -129,4 +156,40 @@ fn to_json(status: &StatusResponse) -> serde_json::Value {
             "losses": losses(&n.losses),
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use skymap_proto::v1::MetadataKind;
+
+    use super::*;
+
+    #[test]
+    fn kubernetes_states_are_one_line_and_problems_follow() {
+        let kind = |resource: &str, state: &str, detail: &str| MetadataKind {
+            resource: resource.into(),
+            state: state.into(),
+            detail: detail.into(),
+        };
+        let status = StatusResponse {
+            metadata_kinds: vec![
+                kind("pods", "synced", ""),
+                kind(
+                    "networkpolicies.networking.k8s.io",
+                    "forbidden",
+                    "cannot list \x1b[2J it",
+                ),
+            ],
+            ..StatusResponse::default()
+        };
+        let mut out = Vec::new();
+        write_kubernetes(&status, &mut out).expect("written");
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "kubernetes: pods synced, networkpolicies.networking.k8s.io forbidden\n  cannot list \u{fffd}[2J it\n"
+        );
+        let mut none = Vec::new();
+        write_kubernetes(&StatusResponse::default(), &mut none).expect("written");
+        assert!(none.is_empty());
+    }
 }
