@@ -407,3 +407,40 @@ async fn bad_flags_and_no_relay_get_clear_errors() {
         assert!(stderr.contains(words), "{args:?}: {stderr}");
     }
 }
+
+/// The explorer's `w` on an edge whose drops have left its own log: the
+/// newest dropped flow of the edge comes from the relay's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_explorer_finds_an_edges_drop_in_the_relays_history() {
+    let dir = std::env::temp_dir().join(format!("skymap-explain-edge-{}", std::process::id()));
+    let (relay, url, story) = story_relay(&dir).await;
+    let edge = |to: &str| skymap_proto::v1::FlowFilter {
+        source_workload: vec!["shop/frontend".to_owned()],
+        destination_workload: vec![to.to_owned()],
+        verdict: vec![Verdict::Dropped as i32],
+        ..skymap_proto::v1::FlowFilter::default()
+    };
+    let (flow, answer) =
+        skymap_tui::actions::explain_newest(&url, edge("kube-system/kube-dns")).await;
+    let flow = flow.expect("the relay has the edge's drops");
+    // The newest of the five: frontend -> kube-dns-1.
+    let (dns1, _) = story.pod("kube-dns", 1);
+    assert_eq!(
+        flow.destination.as_ref().map(|d| d.ip.to_vec()),
+        Some(ip_to_bytes(IpAddr::V4(dns1)).to_vec())
+    );
+    let answer = answer.expect("explained");
+    assert_eq!(
+        (answer.kind.as_str(), answer.summary.as_str()),
+        ("policy", DENIED)
+    );
+
+    let (none, answer) = skymap_tui::actions::explain_newest(&url, edge("users/loadgen")).await;
+    assert!(none.is_none());
+    assert_eq!(
+        answer,
+        Err("the relay's history has no dropped flow on this edge any more".to_owned())
+    );
+    relay.shutdown().await.expect("shuts down");
+    let _ = std::fs::remove_dir_all(&dir);
+}

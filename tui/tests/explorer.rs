@@ -310,6 +310,31 @@ fn story_why_explains_the_dropped_edge_and_offers_the_fix() {
     assert!(text(&mut app, 120, 40).contains("cannot reach the relay"));
 }
 
+#[test]
+fn why_on_an_edge_whose_drops_left_the_log_asks_the_relays_history() {
+    let mut app = App::new(Options {
+        source: "demo recording".to_string(),
+        glyphs: Glyphs::Unicode,
+        theme: default_theme(),
+        depth: ColorDepth::None,
+        flow_capacity: 1,
+    });
+    offline::play(&mut app, demo_flows(), Some(DURING_DROPS));
+    app.settle();
+    assert_eq!(flows_len_of_dropped(&app), 0, "the one flow kept is not a drop");
+    app.selection = Some(Selection::Pair(FRONTEND.to_string(), KUBE_DNS.to_string()));
+    let Effect::ExplainNewest(filter) = key(&mut app, KeyCode::Char('w')) else {
+        panic!("w asks the relay's history");
+    };
+    assert_eq!(filter.source_workload, ["shop/frontend"]);
+    assert_eq!(filter.destination_workload, ["kube-system/kube-dns"]);
+    assert_eq!(filter.verdict, [Verdict::Dropped as i32]);
+    // A healthy edge has nothing to explain.
+    key(&mut app, KeyCode::Esc);
+    app.selection = Some(Selection::Node("workload:users/loadgen".to_string()));
+    assert_eq!(key(&mut app, KeyCode::Char('w')), Effect::None);
+}
+
 fn flows_len_of_dropped(app: &App) -> usize {
     app.flows
         .iter()
