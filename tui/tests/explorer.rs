@@ -321,7 +321,11 @@ fn why_on_an_edge_whose_drops_left_the_log_asks_the_relays_history() {
     });
     offline::play(&mut app, demo_flows(), Some(DURING_DROPS));
     app.settle();
-    assert_eq!(flows_len_of_dropped(&app), 0, "the one flow kept is not a drop");
+    assert_eq!(
+        flows_len_of_dropped(&app),
+        0,
+        "the one flow kept is not a drop"
+    );
     app.selection = Some(Selection::Pair(FRONTEND.to_string(), KUBE_DNS.to_string()));
     let Effect::ExplainNewest(filter) = key(&mut app, KeyCode::Char('w')) else {
         panic!("w asks the relay's history");
