@@ -302,6 +302,14 @@ fn story_why_explains_the_dropped_edge_and_offers_the_fix() {
             text: answer.suggested_policy_yaml.clone(),
         }
     );
+    // What is copied or saved is stripped of escape sequences, line by line.
+    let mut hostile = answer.clone();
+    hostile.suggested_policy_yaml = "metadata:\n  name: a\x1b]52;c;x\x07b\n".to_string();
+    app.explained(Ok(hostile));
+    assert_eq!(
+        key(&mut app, KeyCode::Char('c')),
+        Effect::Copy("metadata:\n  name: a\u{fffd}]52;c;x\u{fffd}b\n".to_string())
+    );
     key(&mut app, KeyCode::Esc);
     assert!(app.why.is_none());
     // A failed call says why in the overlay instead of hanging.

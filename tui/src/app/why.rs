@@ -108,7 +108,7 @@ impl App {
         };
         let yaml = match &why.answer {
             Answer::Ready(e) if !e.suggested_policy_yaml.is_empty() => {
-                Some(e.suggested_policy_yaml.clone())
+                Some(clean_lines(&e.suggested_policy_yaml))
             }
             _ => None,
         };
@@ -209,6 +209,13 @@ fn flow_title(flow: &Flow) -> String {
         end(flow.destination.as_ref()),
         sanitize(&flow.drop_reason)
     )
+}
+
+/// `text` with control characters and escape sequences replaced line by
+/// line: what is copied or saved came from the relay, and ends up pasted
+/// into a terminal or applied to a cluster.
+fn clean_lines(text: &str) -> String {
+    text.lines().map(|line| sanitize(line) + "\n").collect()
 }
 
 /// The first `name:` under `metadata:` of the suggested YAML, made safe for
