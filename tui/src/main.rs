@@ -49,6 +49,25 @@ struct TlsArgs {
         global = true
     )]
     tls_server_name: Option<String>,
+    /// PEM client certificate, for a relay that requires one (mutual TLS):
+    /// `skymap replay` feeding a relay started with --tls-client-ca.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SKYMAP_TLS_CERT",
+        global = true,
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SKYMAP_TLS_KEY",
+        global = true,
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 /// How the explorer looks.
@@ -386,8 +405,9 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Some(Command::Demo(_)))
         && let Err(e) = conn::set_tls(skymap_proto::tls::ClientTls {
             ca: cli.tls.tls_ca.clone(),
+            cert: cli.tls.tls_cert.clone(),
+            key: cli.tls.tls_key.clone(),
             server_name: cli.tls.tls_server_name.clone().or(forwarded_name),
-            ..Default::default()
         })
     {
         eprintln!("skymap: {e}");

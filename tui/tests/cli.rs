@@ -389,3 +389,75 @@ fn the_explorer_without_a_terminal_says_so_and_leaves_the_output_clean() {
         assert!(stdout.is_empty(), "{command:?}: {stdout:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_feeds_a_mutual_tls_relay_with_a_client_certificate() {
+    use skymap_proto::test_pki::Ca;
+    use skymap_relay::tls::TlsConfig;
+
+    let ca = Ca::new("skymap test CA").expect("CA");
+    let server = ca.sign("skymap-relay", &["localhost"]).expect("cert");
+    let client = ca.sign("replayer", &["replayer"]).expect("cert");
+    let file = |name: &str, text: &str| {
+        let path = scratch(&format!("mtls-{name}"));
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let (ca_file, cert, key) = (
+        file("ca.pem", &ca.cert),
+        file("client.pem", &client.cert),
+        file("client.key", &client.key),
+    );
+    let relay = server::start(
+        "127.0.0.1:0",
+        RelayConfig {
+            tls: Some(TlsConfig {
+                client_ca: Some(ca_file.clone()),
+                ..TlsConfig::new(
+                    file("server.pem", &server.cert),
+                    file("server.key", &server.key),
+                )
+            }),
+            ..RelayConfig::default()
+        },
+    )
+    .await
+    .expect("the mTLS relay starts");
+    let url = format!("https://localhost:{}", relay.addr.port());
+    let story = fixture("story.jsonl");
+    let replay = |with_cert: bool| {
+        let (url, story, ca_file, cert, key) = (
+            url.clone(),
+            story.clone(),
+            ca_file.clone(),
+            cert.clone(),
+            key.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = skymap();
+            cmd.args(["replay", "--speed", "0", "--relay", &url, "--tls-ca"])
+                .arg(&ca_file);
+            if with_cert {
+                cmd.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+            }
+            run(cmd.arg(&story))
+        })
+    };
+    let (out, _, stderr) = replay(false).await.expect("replay ran");
+    assert!(
+        !out.status.success(),
+        "refused without a client certificate"
+    );
+    assert!(stderr.contains("client certificate"), "{stderr}");
+    let (out, _, stderr) = replay(true).await.expect("replay ran");
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("replayed"), "{stderr}");
+    // --tls-cert needs its key.
+    let (out, _, stderr) = run(skymap()
+        .args(["replay", "--relay", &url, "--tls-cert"])
+        .arg(&cert)
+        .arg(&story));
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--tls-key"), "{stderr}");
+    relay.shutdown().await.expect("shuts down");
+}

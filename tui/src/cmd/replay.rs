@@ -48,10 +48,19 @@ impl NodeStream {
             flows: std::mem::take(&mut self.pending),
             ..FlowBatch::default()
         };
-        self.batches
-            .send(batch)
-            .await
-            .map_err(|_| eyre!("the relay closed the stream for node {}", self.name))
+        if self.batches.send(batch).await.is_err() {
+            // The call has ended: its status says why (e.g. a client
+            // certificate the relay requires).
+            let why = match (&mut self.call).await {
+                Ok(Err(status)) => format!(": {}", status.message()),
+                _ => String::new(),
+            };
+            return Err(eyre!(
+                "the relay closed the stream for node {}{why}",
+                self.name
+            ));
+        }
+        Ok(())
     }
 }
 
