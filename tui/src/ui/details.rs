@@ -436,6 +436,7 @@ fn breakdown(app: &App, title: &str, edges: Vec<&Edge>, by_source: bool) -> Vec<
         rate(&b.1).total_cmp(&rate(&a.1))
     });
     for (peer, edges) in rows {
+        let dropped_why = (!by_source).then(|| drop_reasons(app, &edges)).flatten();
         let s = Signals::of(&edges);
         let worst = edges.iter().map(|e| health(e)).min().unwrap_or(Health::Ok);
         let (word, role) = match worst {
@@ -464,8 +465,36 @@ fn breakdown(app: &App, title: &str, edges: Vec<&Edge>, by_source: bool) -> Vec<
                 app.styles.get(Role::Text),
             ),
         ]));
+        if let Some(why) = dropped_why {
+            lines.push(Line::from(Span::styled(why, app.styles.get(Role::Dropped))));
+        }
     }
     lines
+}
+
+/// For a callee the box's calls are dropped by: "  NETFILTER_DROP by
+/// shop/frontend-egress", the reasons from the edges and the policies from
+/// recent flows (`w` explains them); `None` when nothing was dropped lately.
+fn drop_reasons(app: &App, edges: &[&Edge]) -> Option<String> {
+    if !edges.iter().any(|e| health(e) == Health::Dropped) {
+        return None;
+    }
+    let mut reasons: Vec<String> = Vec::new();
+    for edge in edges {
+        for (reason, _, _) in &edge.drops {
+            let reason = skymap_proto::names::sanitize(reason).into_owned();
+            if !reasons.contains(&reason) {
+                reasons.push(reason);
+            }
+        }
+    }
+    let policies = policies_for(app, edges);
+    let by = if policies.is_empty() {
+        String::new()
+    } else {
+        format!(" by {}", policies.join(", "))
+    };
+    Some(format!("  {}{by}", reasons.join(", ")))
 }
 
 /// For an edge: its ports, policy drops and where it was seen.
