@@ -103,6 +103,7 @@ async fn client_and_server_agree_exactly_with_an_error_ratio() {
     let (port, server_counters, http) = start_http(behaviour).await;
     let plan = ClientPlan::new("shop", resolver, vec![call("cart", port, 50.0)]);
     let client_counters = Counters::new();
+    let started = std::time::Instant::now();
     run_client(
         plan,
         client_counters.clone(),
@@ -110,6 +111,9 @@ async fn client_and_server_agree_exactly_with_an_error_ratio() {
     )
     .await
     .expect("run client");
+    // On a loaded machine the stop itself can come late: the ticks the
+    // client may count are those of the time it really ran.
+    let ran_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     http.stop().await;
     dns.stop().await;
 
@@ -118,9 +122,13 @@ async fn client_and_server_agree_exactly_with_an_error_ratio() {
     let cart = &client.by_target["cart"];
     assert_eq!(&client.total, cart);
     let n = cart.requests_sent;
-    // 50/s for 0.8 s is 40 ticks; a loaded machine may skip some, never add.
+    // 50/s for 0.8 s is 40 ticks; a loaded machine may skip some (they are
+    // counted), never add any: at most one per 20 ms it ran, plus the first.
     let ticks = cart.calls_started + cart.ticks_skipped;
-    assert!((39..=41).contains(&ticks), "{cart:?}");
+    assert!(
+        (39..=ran_ms / 20 + 1).contains(&ticks),
+        "{ran_ms} ms: {cart:?}"
+    );
     assert!(n >= 30, "{cart:?}");
     // Every call resolved on the first candidate and got an answer.
     assert_eq!(cart.calls_started, n);
