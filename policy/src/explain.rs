@@ -24,8 +24,8 @@ use crate::{
     evaluate, isolation, pod_by_ip, rules, selector_matches,
 };
 
-/// Labels that name what a pod is, most specific first (the relay's
-/// workload naming uses the same order).
+/// Labels that name what a pod is, most specific first; the relay names
+/// workloads without an owner by them too.
 pub const IDENTITY_LABELS: [&str; 3] = ["app.kubernetes.io/name", "app", "k8s-app"];
 
 /// Why policies drop a flow.

@@ -32,8 +32,9 @@ use tokio::sync::watch;
 
 use crate::aggregator::now_ns;
 
-/// Labels that name a pod's workload when no owner does, most specific first.
-pub const WORKLOAD_NAME_LABELS: [&str; 3] = ["app.kubernetes.io/name", "app", "k8s-app"];
+/// Labels that name a pod's workload when no owner does, most specific first:
+/// the labels policy explanations name pods by, so both say the same.
+pub const WORKLOAD_NAME_LABELS: [&str; 3] = policy::explain::IDENTITY_LABELS;
 
 /// What kind of object owns an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -860,10 +861,7 @@ fn workload_of(pod: &Pod, name: &str, labels: &BTreeMap<String, String>) -> Work
             kind: owner.kind.clone(),
         };
     }
-    let name = WORKLOAD_NAME_LABELS
-        .iter()
-        .find_map(|key| labels.get(*key))
-        .map_or(name, String::as_str);
+    let name = policy::explain::identity_label(labels).map_or(name, |(_, value)| value);
     WorkloadRef {
         name: name.to_string(),
         kind: "Pod".to_string(),
