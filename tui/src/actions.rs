@@ -9,63 +9,63 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
+use skymap_proto::v1::observer_client::ObserverClient;
 use skymap_proto::v1::{
     ExplainRequest, Explanation, Flow, FlowFilter, GetFlowsRequest, get_flows_response,
 };
+use tonic::transport::Channel;
 
 use crate::conn;
 
 /// How long an explanation may take before the overlay says so.
 const EXPLAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+type Observer = ObserverClient<Channel>;
+
+fn too_slow() -> String {
+    format!(
+        "the relay did not answer within {} s",
+        EXPLAIN_TIMEOUT.as_secs()
+    )
+}
+
 /// Asks the relay at `url` why `flow` was dropped; errors are one line for
 /// the overlay.
 pub async fn explain(url: &str, flow: Flow) -> Result<Explanation, String> {
     let mut client = conn::observer(url).await.map_err(|e| e.to_string())?;
+    explain_with(&mut client, flow).await
+}
+
+/// [`explain`] on a connection already open (`skymap explain` asks once per
+/// group of drops).
+pub async fn explain_with(client: &mut Observer, flow: Flow) -> Result<Explanation, String> {
     let call = client.explain(ExplainRequest { flow: Some(flow) });
     match tokio::time::timeout(EXPLAIN_TIMEOUT, call).await {
-        Err(_) => Err(format!(
-            "the relay did not answer within {} s",
-            EXPLAIN_TIMEOUT.as_secs()
-        )),
+        Err(_) => Err(too_slow()),
         Ok(Ok(reply)) => Ok(reply.into_inner()),
-        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
-            Err("this relay cannot explain drops (it is older than skymap's Explain call)".into())
-        }
-        Ok(Err(status)) => Err(format!("the relay said: {}", status.message())),
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => Err(
+            "the relay cannot explain drops: it is older than this skymap (upgrade skymap-relay)"
+                .into(),
+        ),
+        Ok(Err(status)) => Err(format!(
+            "the relay refused to explain the drop: {}",
+            status.message()
+        )),
     }
 }
 
-/// The newest flow matching `filter` in the relay's history, explained;
-/// `None` for the flow when the relay has none.
+/// The newest flow matching `filter` in the relay's history, explained over
+/// the same connection; `None` for the flow when the relay has none.
 pub async fn explain_newest(
     url: &str,
     filter: FlowFilter,
 ) -> (Option<Flow>, Result<Explanation, String>) {
-    let newest = async {
-        let mut client = conn::observer(url).await.map_err(|e| e.to_string())?;
-        let request = GetFlowsRequest {
-            number: 1,
-            whitelist: vec![filter],
-            ..GetFlowsRequest::default()
-        };
-        let mut stream = client
-            .get_flows(request)
-            .await
-            .map_err(|s| format!("the relay said: {}", s.message()))?
-            .into_inner();
-        while let Some(item) = stream.message().await.map_err(|s| s.message().to_owned())? {
-            if let Some(get_flows_response::Response::Flow(flow)) = item.response {
-                return Ok(Some(flow));
-            }
-        }
-        Ok(None)
+    let mut client = match conn::observer(url).await {
+        Ok(client) => client,
+        Err(e) => return (None, Err(e.to_string())),
     };
-    let found = match tokio::time::timeout(EXPLAIN_TIMEOUT, newest).await {
-        Err(_) => Err(format!(
-            "the relay did not answer within {} s",
-            EXPLAIN_TIMEOUT.as_secs()
-        )),
+    let found = match tokio::time::timeout(EXPLAIN_TIMEOUT, newest(&mut client, filter)).await {
+        Err(_) => Err(too_slow()),
         Ok(found) => found,
     };
     match found {
@@ -75,10 +75,30 @@ pub async fn explain_newest(
             Err("the relay's history has no dropped flow on this edge any more".to_owned()),
         ),
         Ok(Some(flow)) => {
-            let answer = explain(url, flow.clone()).await;
+            let answer = explain_with(&mut client, flow.clone()).await;
             (Some(flow), answer)
         }
     }
+}
+
+/// The newest flow of the relay's history that `filter` matches.
+async fn newest(client: &mut Observer, filter: FlowFilter) -> Result<Option<Flow>, String> {
+    let request = GetFlowsRequest {
+        number: 1,
+        whitelist: vec![filter],
+        ..GetFlowsRequest::default()
+    };
+    let mut stream = client
+        .get_flows(request)
+        .await
+        .map_err(|s| format!("the relay said: {}", s.message()))?
+        .into_inner();
+    while let Some(item) = stream.message().await.map_err(|s| s.message().to_owned())? {
+        if let Some(get_flows_response::Response::Flow(flow)) = item.response {
+            return Ok(Some(flow));
+        }
+    }
+    Ok(None)
 }
 
 /// The OSC 52 sequence that sets the clipboard to `text`.

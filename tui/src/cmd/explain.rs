@@ -13,7 +13,8 @@ use std::process::ExitCode;
 use color_eyre::eyre::{Result, eyre};
 use serde::Serialize;
 use skymap_proto::names::{ip_from_bytes, protocol_name, sanitize};
-use skymap_proto::v1::{Endpoint, ExplainRequest, Explanation, Flow, Verdict};
+use skymap_proto::v1::{Endpoint, Explanation, Flow, Verdict};
+use skymap_tui::actions;
 
 use super::observe::{Item, Query, stream_from_relay};
 use super::{now_ns, parse_time};
@@ -140,21 +141,9 @@ pub async fn run(args: ExplainArgs) -> Result<ExitCode> {
     let mut client = conn::observer(&args.relay).await?;
     let mut explained = Vec::with_capacity(groups.len());
     for group in groups {
-        let request = ExplainRequest {
-            flow: Some(group.newest.clone()),
-        };
-        let explanation = client
-            .explain(request)
+        let explanation = actions::explain_with(&mut client, group.newest.clone())
             .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Unimplemented => eyre!(
-                    "the relay at {} cannot explain drops: it is older than this skymap \
-                     (upgrade skymap-relay)",
-                    args.relay
-                ),
-                _ => eyre!("the relay refused to explain a drop: {}", status.message()),
-            })?
-            .into_inner();
+            .map_err(|e| eyre!("{}: {e}", args.relay))?;
         explained.push((group, explanation));
     }
 
