@@ -35,29 +35,8 @@ struct Args {
     /// Relay address: http://HOST:PORT, or https://HOST:PORT for TLS (with --tls-ca).
     #[arg(long, env = "SKYMAP_RELAY", default_value = "http://127.0.0.1:4245")]
     relay: String,
-    /// PEM CA certificate that signed the relay's certificate (needed for https://).
-    #[arg(long, value_name = "FILE", env = "SKYMAP_TLS_CA")]
-    tls_ca: Option<PathBuf>,
-    /// PEM client certificate chain for mutual TLS (read again at each reconnection).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "SKYMAP_TLS_CERT",
-        requires = "tls_key"
-    )]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "SKYMAP_TLS_KEY",
-        requires = "tls_cert"
-    )]
-    tls_key: Option<PathBuf>,
-    /// The name the relay's certificate must carry, if not the host in --relay
-    /// (e.g. when connecting by IP address).
-    #[arg(long, value_name = "NAME", env = "SKYMAP_TLS_SERVER_NAME")]
-    tls_server_name: Option<String>,
+    #[command(flatten)]
+    tls: ClientTls,
     /// This node's name, as the relay and Kubernetes know it (default: the hostname).
     #[arg(long, env = "SKYMAP_NODE")]
     node: Option<String>,
@@ -109,7 +88,7 @@ fn main() -> ExitCode {
     }
     let args = Args::parse();
     // Unreadable TLS files would otherwise only show up as retries.
-    if let Err(e) = check_target(&args.relay, &tls_of(&args)) {
+    if let Err(e) = check_target(&args.relay, &args.tls) {
         eprintln!("skymap-probe: {e}");
         return ExitCode::FAILURE;
     }
@@ -135,15 +114,6 @@ fn main() -> ExitCode {
             eprintln!("skymap-probe: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn tls_of(args: &Args) -> ClientTls {
-    ClientTls {
-        ca: args.tls_ca.clone(),
-        cert: args.tls_cert.clone(),
-        key: args.tls_key.clone(),
-        server_name: args.tls_server_name.clone(),
     }
 }
 
@@ -182,8 +152,12 @@ async fn run(args: Args) -> Result<()> {
         payloads: !args.no_payloads,
     })?;
     let mut assembler = Assembler::new(&node, reasons, boot_to_unix_ns()?, Limits::default());
-    let shipper =
-        Shipper::spawn_with_tls(args.relay.clone(), tls_of(&args), node.clone(), args.buffer);
+    let shipper = Shipper::spawn_with_tls(
+        args.relay.clone(),
+        args.tls.clone(),
+        node.clone(),
+        args.buffer,
+    );
     if !args.no_cpu {
         start_cpu_sampler(&args, shipper.cpu_sender())?;
     }

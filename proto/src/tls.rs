@@ -207,15 +207,52 @@ pub fn root_store(path: &Path, pem: &[u8]) -> Result<rustls::RootCertStore, TlsE
 /// `--tls-key`, `--tls-server-name`. All empty means plain `http://`.
 /// The files are read by [`ClientTls::apply`], so calling it at each
 /// connection attempt picks up renewed certificates.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// It is also those flags: the probe and `skymap` flatten it into their
+/// command lines (global, so `skymap`'s subcommands take them too).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct ClientTls {
-    /// CA certificate(s) the relay's certificate must chain to.
+    /// PEM CA certificate that signed the relay's certificate (needed for an
+    /// https:// --relay).
+    #[arg(
+        long = "tls-ca",
+        id = "tls_ca",
+        value_name = "FILE",
+        env = "SKYMAP_TLS_CA",
+        global = true
+    )]
     pub ca: Option<PathBuf>,
-    /// Certificate chain presented to the relay (mutual TLS), with `key`.
+    /// PEM client certificate chain, for a relay that requires one (mutual
+    /// TLS: the probe's identity, or `skymap replay` feeding such a relay).
+    /// Read again at each connection.
+    #[arg(
+        long = "tls-cert",
+        id = "tls_cert",
+        value_name = "FILE",
+        env = "SKYMAP_TLS_CERT",
+        global = true,
+        requires = "tls_key"
+    )]
     pub cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long = "tls-key",
+        id = "tls_key",
+        value_name = "FILE",
+        env = "SKYMAP_TLS_KEY",
+        global = true,
+        requires = "tls_cert"
+    )]
     pub key: Option<PathBuf>,
-    /// The name the relay's certificate must carry, when it is not the
-    /// host in the address (connecting by IP, through a port-forward).
+    /// The name the relay's certificate must carry, if not the host in
+    /// --relay (e.g. when connecting by IP address).
+    #[arg(
+        long = "tls-server-name",
+        id = "tls_server_name",
+        value_name = "NAME",
+        env = "SKYMAP_TLS_SERVER_NAME",
+        global = true
+    )]
     pub server_name: Option<String>,
 }
 

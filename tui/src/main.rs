@@ -29,45 +29,9 @@ struct Cli {
     /// With no command: the explorer (as `skymap ui`).
     #[command(flatten)]
     ui: UiArgs,
+    /// TLS to the relay, for every command that connects to one.
     #[command(flatten)]
-    tls: TlsArgs,
-}
-
-/// TLS to the relay, for every command that connects to one.
-#[derive(Debug, Clone, clap::Args)]
-struct TlsArgs {
-    /// PEM CA certificate that signed the relay's certificate: needed for an
-    /// https:// --relay.
-    #[arg(long, value_name = "FILE", env = "SKYMAP_TLS_CA", global = true)]
-    tls_ca: Option<PathBuf>,
-    /// The name the relay's certificate must carry, if not the host in
-    /// --relay (e.g. when connecting by IP address).
-    #[arg(
-        long,
-        value_name = "NAME",
-        env = "SKYMAP_TLS_SERVER_NAME",
-        global = true
-    )]
-    tls_server_name: Option<String>,
-    /// PEM client certificate, for a relay that requires one (mutual TLS):
-    /// `skymap replay` feeding a relay started with --tls-client-ca.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "SKYMAP_TLS_CERT",
-        global = true,
-        requires = "tls_key"
-    )]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "SKYMAP_TLS_KEY",
-        global = true,
-        requires = "tls_cert"
-    )]
-    tls_key: Option<PathBuf>,
+    tls: skymap_proto::tls::ClientTls,
 }
 
 /// How the explorer looks.
@@ -404,10 +368,8 @@ fn main() -> ExitCode {
         cluster_relay(&mut cli).map(|(_, target)| kube::relay_dns_name(&target.namespace));
     if !matches!(cli.command, Some(Command::Demo(_)))
         && let Err(e) = conn::set_tls(skymap_proto::tls::ClientTls {
-            ca: cli.tls.tls_ca.clone(),
-            cert: cli.tls.tls_cert.clone(),
-            key: cli.tls.tls_key.clone(),
-            server_name: cli.tls.tls_server_name.clone().or(forwarded_name),
+            server_name: cli.tls.server_name.clone().or(forwarded_name),
+            ..cli.tls.clone()
         })
     {
         eprintln!("skymap: {e}");
