@@ -610,6 +610,11 @@ impl App {
         if !self.follow_selection() {
             return None;
         }
+        self.selected_keys()
+    }
+
+    /// Flow keys of the selected box, or of both ends of the selected edge.
+    fn selected_keys(&self) -> Option<(String, Option<String>)> {
         let key = |id: &str| self.graph.node(model::graph_id(id)).map(series::graph_key);
         match &self.selection {
             Some(Selection::Node(id)) => Some((key(id)?, None)),

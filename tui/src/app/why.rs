@@ -72,9 +72,10 @@ impl App {
             self.graph.node(graph_id(from))?,
             self.graph.node(graph_id(to))?,
         );
-        let dropped = self.graph.edges().any(|edge| {
-            edge.source == from_node.id && edge.destination == to_node.id && !edge.drops.is_empty()
-        });
+        let dropped = self
+            .graph
+            .edges_from(&from_node.id)
+            .any(|edge| edge.destination == to_node.id && !edge.drops.is_empty());
         dropped.then(|| FlowFilter {
             source_workload: vec![series::graph_key(from_node)],
             destination_workload: vec![series::graph_key(to_node)],
@@ -166,11 +167,7 @@ impl App {
                     .cloned()
             }
             View::Map => {
-                let key = |id: &str| self.graph.node(graph_id(id)).map(series::graph_key);
-                let (from, to) = match self.selection.as_ref()? {
-                    Selection::Pair(from, to) => (key(from)?, Some(key(to)?)),
-                    Selection::Node(id) => (key(id)?, None),
-                };
+                let (from, to) = self.selected_keys()?;
                 self.flows
                     .iter()
                     .filter(dropped)
